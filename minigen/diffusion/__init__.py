@@ -1,0 +1,74 @@
+"""The maths of diffusion: scaling, schedules, denoisers, samplers, guiders and the training loss.
+
+Every class is also reachable by its reference name through `by_name(kind, name)`, for the golden
+conformance runner and for configs written as strings.
+"""
+
+from . import discretization, guiders, samplers, scaling, training
+from .denoiser import Denoiser, DiscreteDenoiser, append_dims
+from .discretization import EDMDiscretization, ExponentialDiscretization, LegacyDDPMDiscretization
+from .guiders import (
+    IdentityGuider,
+    LinearPredictionGuider,
+    SpatiotemporalPredictionGuider,
+    TrapezoidPredictionGuider,
+    TrianglePredictionGuider,
+    VanillaCFG,
+)
+from .samplers import (
+    DPMPP2MSampler,
+    DPMPP2SAncestralSampler,
+    EulerAncestralSampler,
+    EulerEDMSampler,
+    HeunEDMSampler,
+    LinearMultistepSampler,
+)
+from .scaling import EDMScaling, EpsScaling, VScaling, VScalingWithEDMcNoise
+from .training import (
+    DiscreteSampling,
+    EDMSampling,
+    EDMWeighting,
+    EpsWeighting,
+    StandardDiffusionLoss,
+    UnitWeighting,
+    VWeighting,
+    ZeroSampler,
+)
+
+CATALOGUE = {
+    "scaling": {c.__name__: c for c in (EDMScaling, EpsScaling, VScaling, VScalingWithEDMcNoise)},
+    "discretization": {
+        c.__name__: c for c in (EDMDiscretization, LegacyDDPMDiscretization, ExponentialDiscretization)
+    },
+    "denoiser": {c.__name__: c for c in (Denoiser, DiscreteDenoiser)},
+    "sampler": {
+        c.__name__: c
+        for c in (EulerEDMSampler, HeunEDMSampler, EulerAncestralSampler, DPMPP2SAncestralSampler,
+                  DPMPP2MSampler, LinearMultistepSampler)
+    },
+    "guider": {
+        c.__name__: c
+        for c in (VanillaCFG, IdentityGuider, LinearPredictionGuider, TrianglePredictionGuider,
+                  TrapezoidPredictionGuider, SpatiotemporalPredictionGuider)
+    },
+    "sigma_sampler": {c.__name__: c for c in (EDMSampling, DiscreteSampling, ZeroSampler)},
+    "weighting": {c.__name__: c for c in (UnitWeighting, EDMWeighting, VWeighting, EpsWeighting)},
+}
+
+
+def by_name(kind: str, name: str):
+    """The class called `name` among minigen's `kind`s ("sampler", "scaling", "guider", ...)."""
+    if kind not in CATALOGUE:
+        raise ValueError(f"Unknown kind {kind!r}; expected one of {sorted(CATALOGUE)}.")
+    # accept dotted reference paths such as "sgm.modules.diffusionmodules.guiders.VanillaCFG"
+    short_name = name.rsplit(".", 1)[-1]
+    if short_name not in CATALOGUE[kind]:
+        raise ValueError(f"Unknown {kind} {name!r}; expected one of {sorted(CATALOGUE[kind])}.")
+    return CATALOGUE[kind][short_name]
+
+
+__all__ = [
+    "by_name", "CATALOGUE", "Denoiser", "DiscreteDenoiser", "append_dims", "discretization", "guiders",
+    "samplers", "scaling", "training",
+    *[name for table in CATALOGUE.values() for name in table],
+]

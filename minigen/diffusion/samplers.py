@@ -1,0 +1,277 @@
+"""Samplers: numerical solvers that walk a noise sample down a sigma schedule to a clean sample.
+
+Every sampler is called as `sampler(denoiser, x, cond, uc=None, num_steps=None)` where `x` is
+unit-variance noise (the sampler scales it by sqrt(1 + sigma_0^2) itself, as the reference does)
+and `denoiser(x, sigma, cond)` returns the denoised estimate. Keyword-only extras: `callback`,
+called after every step as `callback(x, denoised, sigma, step)`; `generator` (a torch.Generator)
+or `noise_sampler` (a function `like -> noise`) for the stochastic samplers.
+Taught in notebook 03; corresponds to the reference's `sgm/modules/diffusionmodules/sampling.py`,
+itself derived from k-diffusion.
+"""
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .guiders import IdentityGuider
+
+
+def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+    """The probability-flow ODE's derivative dx/dsigma = (x - D(x, sigma)) / sigma."""
+    return (x - denoised) / sigma
+
+
+def ancestral_step_sizes(sigma: torch.Tensor, next_sigma: torch.Tensor, eta: float = 1.0):
+    """Split a step sigma -> next_sigma into a deterministic part down to sigma_down and fresh noise sigma_up.
+
+    sigma_down^2 + sigma_up^2 = next_sigma^2; eta = 0 gives a deterministic (DDIM-like) step.
+    """
+    if not eta:
+        return next_sigma, torch.zeros_like(next_sigma)
+    sigma_up = torch.minimum(next_sigma, eta * (next_sigma**2 * (sigma**2 - next_sigma**2) / sigma**2) ** 0.5)
+    sigma_down = (next_sigma**2 - sigma_up**2) ** 0.5
+    return sigma_down, sigma_up
+
+
+def lms_coefficient(order: int, sigmas: np.ndarray, i: int, j: int) -> float:
+    """Weight of the derivative from step i - j in a linear multistep step sigmas[i] -> sigmas[i + 1].
+
+    It is the integral over [sigmas[i], sigmas[i + 1]] of the Lagrange polynomial that is 1 at
+    sigmas[i - j] and 0 at the other `order - 1` recent sigmas. Gauss-Legendre quadrature with
+    `order` nodes integrates that degree `order - 1` polynomial exactly.
+    """
+    nodes, weights = np.polynomial.legendre.leggauss(order)
+    start, end = float(sigmas[i]), float(sigmas[i + 1])
+    taus = 0.5 * (end - start) * nodes + 0.5 * (end + start)
+
+    def basis(tau):
+        value = 1.0
+        for k in range(order):
+            if k != j:
+                value *= (tau - sigmas[i - k]) / (sigmas[i - j] - sigmas[i - k])
+        return value
+
+    return float(0.5 * (end - start) * np.sum(weights * basis(taus)))
+
+
+def _check_num_steps(num_steps) -> int:
+    if num_steps is None:
+        raise ValueError("No num_steps: pass num_steps to the sampler's constructor or to the call.")
+    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+        raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}.")
+    return int(num_steps)
+
+
+class BaseSampler:
+    """What every sampler shares: the schedule, the guider, the start-noise rescale and the step loop.
+
+    Subclasses implement `sample(model, x, sigmas, noise, callback)` where `model(x, sigma)` is
+    the guided denoiser at a scalar sigma and `noise(like)` draws fresh noise.
+    """
+
+    def __init__(self, discretization, num_steps: int | None = None, guider=None, progress: bool = True,
+                 device="cpu"):
+        if num_steps is not None:
+            _check_num_steps(num_steps)
+        self.discretization = discretization  # a minigen.diffusion.discretization schedule
+        self.num_steps = num_steps  # default number of steps; the call may override it
+        self.guider = guider if guider is not None else IdentityGuider()
+        self.progress = progress  # show a tqdm progress bar over the steps
+        self.device = device
+
+    def __call__(self, denoiser, x: torch.Tensor, cond: dict, uc: dict | None = None, num_steps: int | None = None,
+                 *, callback=None, generator: torch.Generator | None = None, noise_sampler=None) -> torch.Tensor:
+        num_steps = _check_num_steps(self.num_steps if num_steps is None else num_steps)
+        sigmas = self.discretization(num_steps, device=x.device)
+        uc = cond if uc is None else uc
+        x = x * torch.sqrt(1.0 + sigmas[0] ** 2.0)  # unit noise -> noise at sigma_0 (on top of the signal)
+
+        def model(x_now, sigma):
+            sigma_batch = x_now.new_ones([x_now.shape[0]]) * sigma  # b
+            return self.denoise(x_now, denoiser, sigma_batch, cond, uc)
+
+        if noise_sampler is None:
+            def noise_sampler(like):
+                return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+        return self.sample(model, x, sigmas, noise_sampler, callback or (lambda *args: None))
+
+    def denoise(self, x, denoiser, sigma, cond, uc) -> torch.Tensor:
+        """One guided denoiser evaluation: double the batch if the guider wants to, then mix."""
+        denoised = denoiser(*self.guider.prepare_inputs(x, sigma, cond, uc))
+        return self.guider(denoised, sigma)
+
+    def steps(self, sigmas: torch.Tensor):
+        """Indices 0 .. len(sigmas) - 2 of the steps sigmas[i] -> sigmas[i + 1], with a progress bar."""
+        return tqdm(range(len(sigmas) - 1), desc=type(self).__name__, disable=not self.progress, leave=False)
+
+    def sample(self, model, x, sigmas, noise, callback) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class EDMSampler(BaseSampler):
+    """Karras et al. (2022), Algorithm 2: deterministic steps with optional "churn".
+
+    With churn, each step first adds noise to go up from sigma to sigma_hat = sigma (1 + gamma),
+    for sigmas inside [s_tmin, s_tmax]. Subclasses add a correction to the Euler step.
+    """
+
+    def __init__(self, *args, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
+                 s_noise: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.s_churn = s_churn  # total amount of noise re-injected over the whole trajectory
+        self.s_tmin = s_tmin  # churn only for sigmas in [s_tmin, s_tmax]
+        self.s_tmax = s_tmax
+        self.s_noise = s_noise  # scale of the re-injected noise (slightly > 1 compensates detail loss)
+
+    def sample(self, model, x, sigmas, noise, callback):
+        for i in self.steps(sigmas):
+            sigma, next_sigma = sigmas[i], sigmas[i + 1]
+            gamma = min(self.s_churn / (len(sigmas) - 1), 2**0.5 - 1) if self.s_tmin <= sigma <= self.s_tmax else 0.0
+            sigma_hat = sigma * (gamma + 1.0)
+            if gamma > 0:
+                x = x + noise(x) * self.s_noise * (sigma_hat**2 - sigma**2) ** 0.5
+            denoised = model(x, sigma_hat)
+            d = to_d(x, sigma_hat, denoised)
+            x = self.correct(model, x, d, x + (next_sigma - sigma_hat) * d, sigma_hat, next_sigma)
+            callback(x, denoised, sigma_hat, i)
+        return x
+
+    def correct(self, model, x, d, x_euler, sigma_hat, next_sigma) -> torch.Tensor:
+        """Improve the Euler step x -> x_euler (Euler: keep it)."""
+        return x_euler
+
+
+class EulerEDMSampler(EDMSampler):
+    """First-order Euler steps on the probability-flow ODE (the default of SDXL and all video models)."""
+
+
+class HeunEDMSampler(EDMSampler):
+    """Second-order Heun steps: average the slope at both ends of the step (Karras et al. 2022, Alg. 2).
+
+    Costs two network evaluations per step, except the last step to sigma = 0.
+    """
+
+    def correct(self, model, x, d, x_euler, sigma_hat, next_sigma):
+        if next_sigma <= 0:
+            return x_euler  # the slope at sigma = 0 is undefined; Euler is exact enough here
+        d_next = to_d(x_euler, next_sigma, model(x_euler, next_sigma))
+        return x + (d + d_next) / 2.0 * (next_sigma - sigma_hat)
+
+
+class AncestralSampler(BaseSampler):
+    """Samplers that step down below the next sigma and then add fresh noise back up to it."""
+
+    def __init__(self, *args, eta: float = 1.0, s_noise: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eta = eta  # 0: deterministic; 1: full ancestral sampling
+        self.s_noise = s_noise
+
+    def sample(self, model, x, sigmas, noise, callback):
+        for i in self.steps(sigmas):
+            sigma, next_sigma = sigmas[i], sigmas[i + 1]
+            sigma_down, sigma_up = ancestral_step_sizes(sigma, next_sigma, self.eta)
+            x, denoised = self.step_down(model, x, sigma, sigma_down)
+            fresh_noise = noise(x)  # drawn on every step, also the last, as the reference does
+            if next_sigma > 0:
+                x = x + fresh_noise * self.s_noise * sigma_up
+            callback(x, denoised, sigma, i)
+        return x
+
+    def step_down(self, model, x, sigma, sigma_down):
+        """Deterministic move from sigma to sigma_down; returns (x, the first denoised estimate)."""
+        raise NotImplementedError
+
+
+class EulerAncestralSampler(AncestralSampler):
+    """Euler step down to sigma_down, then fresh noise (k-diffusion's `sample_euler_ancestral`)."""
+
+    def step_down(self, model, x, sigma, sigma_down):
+        denoised = model(x, sigma)
+        return x + (sigma_down - sigma) * to_d(x, sigma, denoised), denoised
+
+
+def neg_log(sigma: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver's time variable t = -log(sigma)."""
+    return sigma.log().neg()
+
+
+def sigma_of(t: torch.Tensor) -> torch.Tensor:
+    return t.neg().exp()
+
+
+class DPMPP2SAncestralSampler(AncestralSampler):
+    """DPM-Solver++(2S) (Lu et al. 2022, Algorithm 1) with ancestral noise: a midpoint step in log-sigma."""
+
+    def step_down(self, model, x, sigma, sigma_down):
+        denoised = model(x, sigma)
+        if sigma_down <= 0:
+            return x + (sigma_down - sigma) * to_d(x, sigma, denoised), denoised  # last step: Euler
+        t, t_next = neg_log(sigma), neg_log(sigma_down)
+        h = t_next - t
+        t_mid = t + 0.5 * h
+        x_mid = (sigma_of(t_mid) / sigma_of(t)) * x - (-0.5 * h).expm1() * denoised
+        denoised_mid = model(x_mid, sigma_of(t_mid))
+        return (sigma_of(t_next) / sigma_of(t)) * x - (-h).expm1() * denoised_mid, denoised
+
+
+class DPMPP2MSampler(BaseSampler):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): second order by reusing the previous step's estimate.
+
+    The first step, and a step to sigma = 0, are first order (no previous estimate / nothing to correct).
+    """
+
+    def sample(self, model, x, sigmas, noise, callback):
+        previous_denoised = None
+        for i in self.steps(sigmas):
+            sigma, next_sigma = sigmas[i], sigmas[i + 1]
+            denoised = model(x, sigma)
+            t, t_next = neg_log(sigma), neg_log(next_sigma)
+            h = t_next - t
+            decay, weight = sigma_of(t_next) / sigma_of(t), (-h).expm1()
+            estimate = denoised
+            if previous_denoised is not None and next_sigma > 0:
+                r = (t - neg_log(sigmas[i - 1])) / h  # ratio of the previous step to this one
+                estimate = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous_denoised
+            x = decay * x - weight * estimate
+            previous_denoised = denoised
+            callback(x, denoised, sigma, i)
+        return x
+
+
+class LinearMultistepSampler(BaseSampler):
+    """Linear multistep (Adams-Bashforth style) on the ODE in sigma, using the last `order` slopes.
+
+    Step i can only use the i + 1 slopes seen so far, so the order ramps up over the first steps;
+    an order above num_steps is therefore allowed (the reference's golden cases use order 4 with 1 step).
+    """
+
+    def __init__(self, *args, order: int = 4, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(order, (int, np.integer)) or order < 1:
+            raise ValueError(f"LinearMultistepSampler needs order >= 1, got {order!r}.")
+        self.order = order
+
+    def sample(self, model, x, sigmas, noise, callback):
+        sigmas_np = sigmas.detach().cpu().numpy().astype(np.float64)
+        slopes = []  # the most recent slopes, oldest first
+        for i in self.steps(sigmas):
+            denoised = model(x, sigmas[i])
+            slopes = (slopes + [to_d(x, sigmas[i], denoised)])[-self.order:]
+            order = min(i + 1, self.order)
+            coefficients = [lms_coefficient(order, sigmas_np, i, j) for j in range(order)]
+            x = x + sum(c * d for c, d in zip(coefficients, reversed(slopes), strict=False))
+            callback(x, denoised, sigmas[i], i)
+        return x
+
+
+def nfe_per_call(sampler_name: str, num_steps: int) -> int:
+    """Network evaluations (without the guider's doubling) a sampler spends on `num_steps` steps."""
+    second_order = {"HeunEDMSampler", "DPMPP2SAncestralSampler"}
+    return 2 * num_steps - 1 if sampler_name in second_order else num_steps
+
+
+__all__ = [
+    "BaseSampler", "EulerEDMSampler", "HeunEDMSampler", "EulerAncestralSampler", "DPMPP2SAncestralSampler",
+    "DPMPP2MSampler", "LinearMultistepSampler", "ancestral_step_sizes", "lms_coefficient", "to_d",
+]
