@@ -8,6 +8,8 @@ with `register_part`; `get_preset(name)` assembles them. Official presets also n
 (`../shared/reference/manifests/<name>.json.gz`) whose keys and shapes they must reproduce.
 """
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,15 +58,10 @@ class ModelPreset:
 
 
 def _load_part_modules() -> None:
-    """Import the files that register parts (each registers on import)."""
-    from . import networks  # noqa: F401
-
-    for optional in ("first_stage", "conditioners"):
-        try:
-            __import__(f"{__name__}.{optional}")
-        except ModuleNotFoundError as error:
-            if error.name != f"{__name__}.{optional}":
-                raise
+    """Import every file of this package: each registers its parts on import."""
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
 
 
 def preset_names() -> list[str]:

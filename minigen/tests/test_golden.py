@@ -4,10 +4,17 @@ One test per case, with the case id as the test id. `MINIGEN_GOLDEN_DIR=/path/to
 another folder of cases in the same format instead of the bundled ones.
 """
 
+import importlib
+import pkgutil
+
 import pytest
 
-from minigen.tests.conformance import maths  # noqa: F401  (registers the maths handlers)
+from minigen.tests import conformance
 from minigen.tests.conformance.cases import HANDLERS, assert_outputs_match, discover, load_case, pending_reason, run_case
+
+# each module of the conformance package registers the handlers of one area on import
+for module in pkgutil.iter_modules(conformance.__path__):
+    importlib.import_module(f"{conformance.__name__}.{module.name}")
 
 CASE_FOLDERS, MISSING_REASON = discover()
 
