@@ -69,6 +69,6 @@ def by_name(kind: str, name: str):
 
 __all__ = [
     "by_name", "CATALOGUE", "Denoiser", "DiscreteDenoiser", "append_dims", "discretization", "guiders",
-    "samplers", "scaling", "training",
+    "samplers", "scaling", "training", "StandardDiffusionLoss",
     *[name for table in CATALOGUE.values() for name in table],
 ]

@@ -138,7 +138,9 @@ def assert_outputs_match(case: Case, actual: dict) -> None:
     for name in names:
         expected = case.expected[name]
         got = torch.as_tensor(actual[name]).detach().cpu()
-        assert got.shape == expected.shape, f"{case.id}: {name} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+        assert got.shape == expected.shape, (
+            f"{case.id}: {name} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+        )
         torch.testing.assert_close(
             got.to(expected.dtype) if expected.dtype.is_floating_point else got,
             expected,
