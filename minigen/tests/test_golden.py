@@ -6,11 +6,22 @@ another folder of cases in the same format instead of the bundled ones.
 
 import importlib
 import pkgutil
+import shutil
 
 import pytest
 
 from minigen.tests import conformance
-from minigen.tests.conformance.cases import HANDLERS, assert_outputs_match, discover, load_case, pending_reason, run_case
+from minigen.tests.conformance.cases import (
+    BUNDLED_DIR,
+    ENV_VAR,
+    HANDLERS,
+    SHARED_DIR,
+    assert_outputs_match,
+    discover,
+    load_case,
+    pending_reason,
+    run_case,
+)
 
 # each module of the conformance package registers the handlers of one area on import
 for module in pkgutil.iter_modules(conformance.__path__):
@@ -30,7 +41,24 @@ def test_golden_case(folder):
     assert_outputs_match(case, run_case(case))
 
 
-def test_weight_carrying_cases_were_found():
+def test_weight_carrying_cases_are_read_from_shared():
     if MISSING_REASON:
         pytest.skip(MISSING_REASON)
-    assert any(folder.name.startswith(("nn_", "vae_")) for folder in CASE_FOLDERS) or CASE_FOLDERS
+    if CASE_FOLDERS and CASE_FOLDERS[0].parent not in (BUNDLED_DIR, SHARED_DIR):
+        pytest.skip(f"{ENV_VAR} is set: its folder replaces the bundled and shared cases")
+    assert any(folder.parent == SHARED_DIR for folder in CASE_FOLDERS)
+
+
+def test_golden_dir_variable_replaces_the_bundled_cases(tmp_path, monkeypatch):
+    for name in ("math_scaling_edm", "guider_linear0"):
+        shutil.copytree(BUNDLED_DIR / name, tmp_path / name)
+    (tmp_path / "not_a_case").mkdir()
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    folders, reason = discover()
+    assert [folder.name for folder in folders] == ["guider_linear0", "math_scaling_edm"] and reason is None
+    for folder in folders:
+        case = load_case(folder)
+        assert_outputs_match(case, run_case(case))
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match=ENV_VAR):
+        discover()
