@@ -1,0 +1,183 @@
+"""Networks: attention variants agree, checkpointing saves memory, and bad input fails with clear errors."""
+
+import pytest
+import torch
+
+from minigen.nn.attention import attention, naive_attention
+from minigen.nn.resnet import Downsample, ResBlock
+from minigen.nn.transformer import BasicTransformerBlock, CrossAttention, set_query_chunk_size
+from minigen.nn.unet import set_gradient_checkpointing
+from minigen.nn.video import AlphaBlender, VideoResBlock
+from minigen.presets import get_preset
+
+
+def tiny(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return get_preset(name).network.build().eval()
+
+
+def sd_inputs(batch: int = 2, size: int = 16) -> dict:
+    generator = torch.Generator().manual_seed(1)
+    return {"x": torch.randn(batch, 4, size, size, generator=generator),
+            "timesteps": torch.rand(batch, generator=generator),
+            "context": torch.randn(batch, 3, 32, generator=generator)}
+
+
+def svd_inputs(videos: int = 1, frames: int = 3) -> dict:
+    generator = torch.Generator().manual_seed(2)
+    batch = videos * frames
+    return {"x": torch.randn(batch, 8, 8, 8, generator=generator),
+            "timesteps": torch.rand(batch, generator=generator),
+            "context": torch.randn(batch, 1, 32, generator=generator),
+            "y": torch.randn(batch, 24, generator=generator),
+            "num_video_frames": frames, "image_only_indicator": torch.zeros(videos, frames)}
+
+
+# ---- attention ----
+
+def test_fused_chunked_and_naive_attention_agree():
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 50, 8, generator=generator) for _ in range(3))
+    full = attention(q, k, v)
+    torch.testing.assert_close(naive_attention(q, k, v), full)
+    torch.testing.assert_close(attention(q, k, v, query_chunk_size=7), full)
+
+
+def test_query_chunking_a_whole_model_leaves_its_output_unchanged():
+    model, inputs = tiny("tiny_sd"), sd_inputs()
+    with torch.no_grad():
+        full = model(**inputs)
+        set_query_chunk_size(model, 5)
+        assert all(m.query_chunk_size == 5 for m in model.modules() if isinstance(m, CrossAttention))
+        torch.testing.assert_close(model(**inputs), full)
+
+
+def test_every_reference_attention_type_is_accepted_and_others_are_not():
+    for attn_mode in ("softmax", "softmax-xformers", "vanilla", "vanilla-xformers"):
+        BasicTransformerBlock(16, 2, 8, attn_mode=attn_mode)
+    with pytest.raises(ValueError, match="softmax-xformers"):
+        BasicTransformerBlock(16, 2, 8, attn_mode="flash-cosine")
+
+
+# ---- blocks ----
+
+def test_temporal_resblock_as_the_autoencoder_uses_it():
+    block = ResBlock(32, 0, 0.0, out_channels=32, dims=3, kernel_size=(3, 1, 1), skip_t_emb=True)
+    assert "emb_layers.1.weight" not in block.state_dict()
+    assert block(torch.randn(1, 32, 5, 4, 4)).shape == (1, 32, 5, 4, 4)
+
+
+def test_alpha_blender_strategies():
+    spatial, temporal = torch.ones(6, 1, 1), torch.zeros(6, 1, 1)
+    assert torch.allclose(AlphaBlender(0.3, "fixed")(spatial, temporal), torch.tensor(0.3))
+    learned = torch.sigmoid(torch.tensor(0.3)).item()
+    assert torch.allclose(AlphaBlender(0.3, "learned")(spatial, temporal), torch.tensor(learned))
+    indicator = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # b t: still images are spatial only
+    blended = AlphaBlender(0.3, "learned_with_images")(spatial, temporal, indicator)
+    assert blended.flatten().tolist() == pytest.approx([1, learned, learned, learned, learned, 1])
+    with pytest.raises(ValueError, match="image_only_indicator"):
+        AlphaBlender(0.3, "learned_with_images")(spatial, temporal)
+    with pytest.raises(ValueError, match="merge_strategy"):
+        AlphaBlender(0.3, "average")
+
+
+# ---- gradient checkpointing ----
+
+def bytes_saved_for_backward(model, inputs) -> int:
+    """Bytes of activation storage autograd keeps for backward (parameters excluded), counted exactly."""
+    parameters = {p.data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def pack(tensor):
+        if tensor.data_ptr() not in parameters:
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = model(**inputs)
+    output.square().mean().backward()
+    return sum(storages.values())
+
+
+def test_gradient_checkpointing_keeps_less_for_backward_and_gives_the_same_gradients():
+    model, inputs = tiny("tiny_sd").train(), sd_inputs()
+    saved, gradients = {}, {}
+    for enabled in (False, True):
+        set_gradient_checkpointing(model, enabled)
+        model.zero_grad()
+        saved[enabled] = bytes_saved_for_backward(model, inputs)
+        gradients[enabled] = [p.grad.clone() for p in model.parameters()]
+    assert saved[True] < saved[False] / 3
+    for with_checkpointing, without in zip(gradients[True], gradients[False], strict=True):
+        torch.testing.assert_close(with_checkpointing, without)
+
+
+def test_use_checkpoint_reaches_every_block():
+    config = get_preset("tiny_svd").network
+    config.use_checkpoint = True
+    model = config.build()
+    flags = [m.use_checkpoint for m in model.modules() if isinstance(m, ResBlock)]
+    flags += [m.checkpoint for m in model.modules() if isinstance(getattr(m, "checkpoint", None), bool)]
+    assert flags and all(flags)
+
+
+# ---- bad input ----
+
+def test_wrong_channel_count():
+    inputs = sd_inputs()
+    inputs["x"] = inputs["x"][:, :3]
+    with pytest.raises(ValueError, match=r"expects x of shape \(batch, 4, height, width\)"):
+        tiny("tiny_sd")(**inputs)
+    with pytest.raises(ValueError, match="expects 8 channels"):
+        Downsample(8, True)(torch.randn(1, 4, 8, 8))
+
+
+def test_spatial_size_not_divisible_by_the_downsampling_factor():
+    with pytest.raises(ValueError, match="must be divisible by 2"):
+        tiny("tiny_sd")(**sd_inputs(size=15))
+
+
+def test_batch_not_divisible_by_num_video_frames():
+    inputs = svd_inputs(frames=3)
+    inputs["num_video_frames"] = 2
+    with pytest.raises(ValueError, match="num_video_frames=2"):
+        tiny("tiny_svd")(**inputs)
+    with pytest.raises(ValueError, match="num_video_frames=None"):
+        VideoResBlock(32, 8, 0.0)(torch.randn(3, 32, 4, 4), torch.randn(3, 8), None)
+
+
+def test_missing_context():
+    inputs = sd_inputs()
+    inputs["context"] = None
+    with pytest.raises(ValueError, match="pass context"):
+        tiny("tiny_sd")(**inputs)
+
+
+def test_missing_or_unexpected_vector_conditioning():
+    with pytest.raises(ValueError, match="needs the vector conditioning y"):
+        tiny("tiny_sdxl")(**sd_inputs())
+    with pytest.raises(ValueError, match="takes no y"):
+        tiny("tiny_sd")(**sd_inputs(), y=torch.randn(2, 32))
+    inputs = svd_inputs()
+    inputs["y"] = None
+    with pytest.raises(ValueError, match="pass y of shape"):
+        tiny("tiny_svd")(**inputs)
+
+
+def test_missing_image_only_indicator():
+    inputs = svd_inputs()
+    inputs["image_only_indicator"] = None
+    with pytest.raises(ValueError, match="needs image_only_indicator"):
+        tiny("tiny_svd")(**inputs)
+
+
+def test_context_of_the_wrong_size():
+    inputs = sd_inputs()
+    inputs["context"] = torch.randn(2, 3, 16)
+    with pytest.raises(ValueError, match="context tokens of size 32"):
+        tiny("tiny_sd")(**inputs)
+
+
+def test_unknown_preset_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="Valid presets: .*tiny_sd"):
+        get_preset("tiny_sdd")
