@@ -1,0 +1,119 @@
+"""SV4D presets: the multi-view video UNet (`model.diffusion_model`) of SV4D and SV4D 2.0, as data.
+
+`SpatialUNetConfig` holds `SpatialUNetModelWithTime`'s keyword arguments (the configs'
+`network_config.params`, one field each, same names and defaults as the constructor); `build()` returns
+the minigen module. tiny_sv4d and tiny_sv4d2 follow the same code paths with 32-64 channels.
+Taught in notebook 08. Reference: `network_config` in scripts/sampling/configs/sv4d*.yaml.
+"""
+
+from dataclasses import asdict, dataclass, replace
+
+from minigen.nn.sv4d_unet import SpatialUNetModelWithTime
+
+from . import register_part
+
+
+@dataclass
+class SpatialUNetConfig:
+    """`SpatialUNetModelWithTime`'s keyword arguments (SV4D, SV4D 2.0)."""
+
+    in_channels: int
+    model_channels: int
+    out_channels: int
+    num_res_blocks: int
+    attention_resolutions: tuple
+    dropout: float = 0.0
+    channel_mult: tuple = (1, 2, 4, 8)
+    conv_resample: bool = True
+    dims: int = 2
+    num_classes: int | str | None = None
+    use_checkpoint: bool = False
+    num_heads: int = -1
+    num_head_channels: int = -1
+    num_heads_upsample: int = -1
+    use_scale_shift_norm: bool = False
+    resblock_updown: bool = False
+    use_new_attention_order: bool = False
+    use_spatial_transformer: bool = False
+    transformer_depth: int | tuple = 1
+    transformer_depth_middle: int | None = None
+    context_dim: int | None = None
+    time_downup: bool = False
+    time_context_dim: int | None = None
+    view_context_dim: int | None = None
+    motion_context_dim: int | None = None
+    extra_ff_mix_layer: bool = False
+    use_spatial_context: bool = False
+    time_block_merge_strategy: str = "fixed"
+    time_block_merge_factor: float = 0.5
+    view_block_merge_factor: float = 0.5
+    motion_block_merge_factor: float = 0.5
+    spatial_transformer_attn_type: str = "softmax"
+    time_kernel_size: int | tuple = 3
+    use_linear_in_transformer: bool = False
+    legacy: bool = True
+    adm_in_channels: int | None = None
+    use_temporal_resblock: bool = True
+    disable_temporal_crossattention: bool = False
+    time_mix_legacy: bool = True
+    max_ddpm_temb_period: int = 10000
+    replicate_time_mix_bug: bool = False
+    use_motion_attention: bool = False
+    use_camera_emb: bool = False
+    use_3d_attention: bool = False
+    separate_motion_merge_factor: bool = False
+
+    def build(self) -> SpatialUNetModelWithTime:
+        return SpatialUNetModelWithTime(**asdict(self))
+
+
+# ---- official networks (values from scripts/sampling/configs/sv4d*.yaml) ----
+
+def sv4d() -> SpatialUNetConfig:
+    """5 time frames x 8 views; y = cond_frames' noise level (256) + polar (512) + azimuth (512) = 1280."""
+    return SpatialUNetConfig(
+        adm_in_channels=1280, attention_resolutions=(4, 2, 1), channel_mult=(1, 2, 4, 4), context_dim=1024,
+        motion_context_dim=4, extra_ff_mix_layer=True, in_channels=8, legacy=False, model_channels=320,
+        num_classes="sequential", num_head_channels=64, num_res_blocks=2, out_channels=4,
+        replicate_time_mix_bug=True, spatial_transformer_attn_type="softmax-xformers",
+        time_block_merge_factor=0.0, time_block_merge_strategy="learned_with_images",
+        time_kernel_size=(3, 1, 1), time_mix_legacy=False, transformer_depth=1, use_checkpoint=False,
+        use_linear_in_transformer=True, use_spatial_context=True, use_spatial_transformer=True,
+        use_motion_attention=True,
+    )
+
+
+def sv4d2(use_3d_attention: bool = True) -> SpatialUNetConfig:
+    """12 frames x 4 views with 3D attention; the 8-view model (5 x 8) turns it off."""
+    return replace(sv4d(), separate_motion_merge_factor=True, use_3d_attention=use_3d_attention,
+                   use_camera_emb=True)
+
+
+OFFICIAL = {
+    "sv4d": sv4d,
+    "sv4d2": sv4d2,
+    "sv4d2_8views": lambda: sv4d2(use_3d_attention=False),
+}
+
+
+# ---- tiny course networks: same code paths, 32-64 channels, one ResBlock per level ----
+
+def tiny_sv4d() -> SpatialUNetConfig:
+    """y: noise level (8) + polar (16) + azimuth (16) embeddings, as tiny_sv3d."""
+    return replace(sv4d(), adm_in_channels=40, model_channels=32, attention_resolutions=(2, 1),
+                   num_res_blocks=1, channel_mult=(1, 2), num_head_channels=16, context_dim=32,
+                   spatial_transformer_attn_type="softmax")
+
+
+def tiny_sv4d2() -> SpatialUNetConfig:
+    """use_camera_emb embeds the UNet's own embedding vector, so y has 4 x model_channels = 128 numbers."""
+    return replace(tiny_sv4d(), adm_in_channels=128, separate_motion_merge_factor=True,
+                   use_3d_attention=True, use_camera_emb=True)
+
+
+TINY = {"tiny_sv4d": tiny_sv4d, "tiny_sv4d2": tiny_sv4d2}
+
+for _name, _factory in OFFICIAL.items():
+    register_part("network", _name, _factory, official=True)
+for _name, _factory in TINY.items():
+    register_part("network", _name, _factory)
