@@ -24,7 +24,13 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # Buffers that older library versions wrote into official files although today's modules no longer hold
 # them: accepted by name when present in a file, never by falling back to strict=False.
 KNOWN_LEGACY_BUFFERS = (
-    re.compile(r".*text_model\.embeddings\.position_ids$"),  # CLIP text model (transformers < 4.31)
+    re.compile(r".*transformer\.(text_model\.)?embeddings\.position_ids$"),  # CLIP text model (transformers < 4.31)
+)
+
+# Keys that official files spell differently from today's modules: (pattern in the file, replacement).
+# SDXL's CLIP-L was saved by transformers < 5.6, whose CLIPTextModel nested everything under `text_model.`.
+KNOWN_KEY_RENAMES = (
+    (re.compile(r"^(conditioner\.embedders\.\d+\.transformer\.)text_model\."), r"\1"),
 )
 
 # the official checkpoint's parts, by key prefix
@@ -79,6 +85,13 @@ def _group_by_prefix(keys: list[str], depth: int = 3) -> list[tuple[str, int]]:
     return sorted(counts.items())
 
 
+def canonical_key(key: str) -> str:
+    """The key under which today's modules hold the tensor that a file stores as `key`."""
+    for pattern, replacement in KNOWN_KEY_RENAMES:
+        key = pattern.sub(replacement, key)
+    return key
+
+
 def _open_tensors(path: Path, allow_pickle: bool):
     """A (key -> shape) table and a getter for one tensor, for safetensors or (opt-in) pickle files."""
     if not path.is_file():
@@ -120,7 +133,9 @@ def load_checkpoint(model: nn.Module, path, strict: bool = True, dtype: torch.dt
     dtype / device: where floating tensors end up (default: the model's, or the file's for a meta model).
     """
     path = Path(path)
-    shapes, get_tensor = _open_tensors(path, allow_pickle)
+    file_shapes, get_file_tensor = _open_tensors(path, allow_pickle)
+    file_key = {canonical_key(key): key for key in file_shapes}  # model key -> the file's spelling
+    shapes = {key: file_shapes[original] for key, original in file_key.items()}
     expected = model.state_dict(keep_vars=True)
     report = LoadReport(path=str(path))
     report.legacy_skipped = [k for k in shapes if k not in expected and any(p.match(k) for p in KNOWN_LEGACY_BUFFERS)]
@@ -132,7 +147,7 @@ def load_checkpoint(model: nn.Module, path, strict: bool = True, dtype: torch.dt
         raise CheckpointError(str(report))
     fitting = [key for key in expected if key in shapes and tuple(expected[key].shape) == shapes[key]]
     for key in fitting:  # one tensor at a time: at most one tensor more than the model in memory
-        tensor = _prepare_tensor(get_tensor(key), expected[key], dtype, device)
+        tensor = _prepare_tensor(get_file_tensor(file_key[key]), expected[key], dtype, device)
         _set_tensor(model, key, tensor)
         report.loaded += 1
     if not report.ok:
@@ -206,7 +221,7 @@ def inspect_checkpoint(path, manifest_dir=MANIFEST_DIR) -> CheckpointInfo:
     if not path.is_file():
         raise CheckpointError(f"No checkpoint file at {path}.")
     table = _read_header(path)
-    shapes = {key: shape for key, (shape, _) in table.items()}
+    shapes = {canonical_key(key): shape for key, (shape, _) in table.items()}
     per_part = defaultdict(int)
     for key, shape in shapes.items():
         per_part[part_of(key)] += int(torch.Size(shape).numel())

@@ -142,3 +142,28 @@ def test_inspect_against_official_manifests_counts_parts(tmp_path):
     info = inspect_checkpoint(path)
     assert info.parameters_per_part == {"denoiser": 1000, "model.diffusion_model": 1280 * 320}
     assert info.matches == [] and info.closest is not None
+
+
+class WithTextEncoder(nn.Module):
+    """Module tree like SDXL's first embedder: conditioner.embedders.0.transformer.embeddings..."""
+
+    def __init__(self):
+        super().__init__()
+        self.conditioner = nn.Module()
+        self.conditioner.embedders = nn.ModuleList([nn.Module()])
+        self.conditioner.embedders[0].transformer = nn.Module()
+        self.conditioner.embedders[0].transformer.embeddings = nn.Linear(2, 2)
+
+
+def test_official_text_model_spelling_is_renamed(tmp_path):
+    """Official SDXL files nest CLIP-L under `transformer.text_model.`; today's modules do not."""
+    path = tmp_path / "sdxl_like.safetensors"
+    weight = torch.arange(4.0).reshape(2, 2)
+    save_file({"conditioner.embedders.0.transformer.text_model.embeddings.weight": weight,
+               "conditioner.embedders.0.transformer.text_model.embeddings.bias": torch.ones(2),
+               "conditioner.embedders.0.transformer.text_model.embeddings.position_ids": torch.arange(77)[None]},
+              path)
+    model = WithTextEncoder()
+    report = load_checkpoint(model, path)
+    assert report.ok and report.loaded == 2 and len(report.legacy_skipped) == 1
+    torch.testing.assert_close(model.conditioner.embedders[0].transformer.embeddings.weight, weight)
