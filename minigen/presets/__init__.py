@@ -1,8 +1,8 @@
 """Presets: the architectures of every official model and of small course versions, as plain data.
 
-A model preset gathers up to three parts, each a dataclass whose fields are the official
+A model preset gathers up to four parts, each a dataclass whose fields are the official
 constructor's keyword arguments and whose `build()` returns the minigen module:
-`network` (model.diffusion_model), `first_stage` (first_stage_model) and `conditioner`.
+`network` (model.diffusion_model), `first_stage` (first_stage_model), `conditioner` and `denoiser`.
 The parts live in one file per area (`networks.py`, `first_stage.py`, ...), which register them
 with `register_part`; `get_preset(name)` assembles them. Official presets also name the manifest
 (`../shared/reference/manifests/<name>.json.gz`) whose keys and shapes they must reproduce.
@@ -21,6 +21,7 @@ PART_PREFIXES = {
     "network": "model.diffusion_model.",
     "first_stage": "first_stage_model.",
     "conditioner": "conditioner.",
+    "denoiser": "denoiser.",
 }
 
 _PARTS: dict[str, dict[str, Callable[[], object]]] = {part: {} for part in PART_PREFIXES}
@@ -48,6 +49,7 @@ class ModelPreset:
     network: object | None = None
     first_stage: object | None = None
     conditioner: object | None = None
+    denoiser: object | None = None
 
     @property
     def official(self) -> bool:

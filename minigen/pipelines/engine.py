@@ -1,0 +1,90 @@
+"""The diffusion engine: network, denoiser, conditioner and first stage of one model, with official keys.
+
+`DiffusionEngine` holds the four parts under the official checkpoint prefixes (`model.diffusion_model.`,
+`denoiser.`, `conditioner.`, `first_stage_model.`), so an official `.safetensors` file loads into it
+with `strict=True`. Every pipeline in `minigen.pipelines` drives one. Corresponds to the reference's
+`sgm/models/diffusion.py` (DiffusionEngine) and `sgm/modules/diffusionmodules/wrappers.py` (OpenAIWrapper).
+"""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import LoadReport, load_checkpoint
+from ..presets import PART_PREFIXES, get_preset
+
+# conditioning entries handed to the network as keyword inputs besides context / y / concat (SV4D)
+MULTIVIEW_KEYS = ("cond_view", "cond_motion")
+
+
+class NetworkWrapper(nn.Module):
+    """Adapts a UNet to the denoiser's call `network(x, c_noise, cond, **extra)`.
+
+    `cond["concat"]` is stacked onto the noisy latent's channels (SVD's 4 + 4 = 8 input channels),
+    `crossattn` becomes the UNet's `context` and `vector` its `y`.
+    """
+
+    def __init__(self, diffusion_model: nn.Module):
+        super().__init__()
+        self.diffusion_model = diffusion_model
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict, **extra) -> torch.Tensor:
+        if "concat" in cond:
+            x = torch.cat([x, cond["concat"].to(x.dtype)], dim=1)  # (b t) (c + c_concat) h w
+        views = {key: cond[key] for key in MULTIVIEW_KEYS if key in cond}
+        return self.diffusion_model(x, timesteps=c_noise, context=cond.get("crossattn"), y=cond.get("vector"),
+                                    **views, **extra)
+
+
+class DiffusionEngine(nn.Module):
+    """The parts of one model; `state_dict()` has exactly the official checkpoint's keys."""
+
+    def __init__(self, network: nn.Module, denoiser: nn.Module, conditioner: nn.Module | None = None,
+                 first_stage_model: nn.Module | None = None):
+        super().__init__()
+        self.model = NetworkWrapper(network)
+        self.denoiser = denoiser
+        self.conditioner = conditioner
+        self.first_stage_model = first_stage_model
+
+    @property
+    def network(self) -> nn.Module:
+        return self.model.diffusion_model
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict, **extra) -> torch.Tensor:
+        """D(x, sigma) with the model's preconditioning: the function samplers call."""
+        return self.denoiser(self.model, x, sigma, cond, **extra)
+
+    @classmethod
+    def from_preset(cls, name: str, device="cpu", dtype: torch.dtype | None = None, meta: bool = False,
+                    weights=None) -> "DiffusionEngine":
+        """The preset's engine with random weights (or `weights`, a safetensors file, loaded strictly).
+
+        `meta=True` builds it on the meta device: shapes only, no memory (for inspection).
+        """
+        preset = get_preset(name)
+        missing = [part for part in PART_PREFIXES if getattr(preset, part) is None and part != "conditioner"]
+        if missing:
+            raise ValueError(f"Preset {name!r} has no {', '.join(missing)} part; it cannot make an engine.")
+        target = "meta" if (meta or weights is not None) else device
+        with torch.device(target):
+            engine = cls(**{_argument(part): config.build() for part, config in preset.parts().items()})
+        if weights is not None:
+            engine.load(weights, device=device, dtype=dtype)
+        elif not meta and dtype is not None:
+            engine.to(dtype=dtype)
+        return engine.eval().requires_grad_(False)
+
+    @classmethod
+    def from_checkpoint(cls, path, preset: str, device="cpu", dtype: torch.dtype | None = None) -> "DiffusionEngine":
+        """Build `preset` on the meta device and fill it from an official checkpoint file, strictly."""
+        return cls.from_preset(preset, device=device, dtype=dtype, weights=Path(path))
+
+    def load(self, path, device="cpu", dtype: torch.dtype | None = None, strict: bool = True) -> LoadReport:
+        return load_checkpoint(self, path, strict=strict, dtype=dtype, device=device)
+
+
+def _argument(part: str) -> str:
+    """Preset part name -> DiffusionEngine constructor argument."""
+    return {"first_stage": "first_stage_model"}.get(part, part)
