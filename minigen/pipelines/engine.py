@@ -22,7 +22,8 @@ class NetworkWrapper(nn.Module):
     """Adapts a UNet to the denoiser's call `network(x, c_noise, cond, **extra)`.
 
     `cond["concat"]` is stacked onto the noisy latent's channels (SVD's 4 + 4 = 8 input channels),
-    `crossattn` becomes the UNet's `context` and `vector` its `y`.
+    `crossattn` becomes the UNet's `context` and `vector` its `y`. Floating inputs are cast to the
+    network's dtype (fp16 / bf16 weights) and the output back to the sampler's dtype (float32).
     """
 
     def __init__(self, diffusion_model: nn.Module):
@@ -30,11 +31,18 @@ class NetworkWrapper(nn.Module):
         self.diffusion_model = diffusion_model
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict, **extra) -> torch.Tensor:
+        dtype = next(self.diffusion_model.parameters()).dtype
+
+        def cast(value):
+            return value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+        network_input = x
         if "concat" in cond:
-            x = torch.cat([x, cond["concat"].to(x.dtype)], dim=1)  # (b t) (c + c_concat) h w
-        views = {key: cond[key] for key in MULTIVIEW_KEYS if key in cond}
-        return self.diffusion_model(x, timesteps=c_noise, context=cond.get("crossattn"), y=cond.get("vector"),
-                                    **views, **extra)
+            network_input = torch.cat([x, cond["concat"].to(x.dtype)], dim=1)  # (b t) (c + c_concat) h w
+        views = {key: cast(cond[key]) for key in MULTIVIEW_KEYS if key in cond}
+        output = self.diffusion_model(cast(network_input), timesteps=cast(c_noise), context=cast(cond.get("crossattn")),
+                                      y=cast(cond.get("vector")), **views, **{k: cast(v) for k, v in extra.items()})
+        return output.to(x.dtype)
 
 
 class DiffusionEngine(nn.Module):
