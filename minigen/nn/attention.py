@@ -13,6 +13,7 @@ import torch.nn.functional as F
 # The reference selects an attention implementation by name; all compute the same maths, so every
 # name maps to `attention` here ("-xformers" picked the xformers kernel, "vanilla" the autoencoder's).
 ATTENTION_TYPES = ("softmax", "softmax-xformers", "vanilla", "vanilla-xformers")
+MAX_CUDA_SEQUENCES = 32768  # batch x heads per fused-attention call on CUDA
 
 
 def check_attention_type(attn_type: str) -> None:
@@ -28,12 +29,24 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     With `query_chunk_size`, queries are processed that many at a time: each chunk attends to all keys,
     so the result is the same while the score matrix held at once shrinks to `chunk x m`.
     """
+    if q.is_cuda and q.shape[:-2].numel() > MAX_CUDA_SEQUENCES and q.shape[0] > 1:
+        return _attention_in_batch_chunks(q, k, v, query_chunk_size)
     if query_chunk_size is None or q.shape[-2] <= query_chunk_size:
         return F.scaled_dot_product_attention(q, k, v)
     if query_chunk_size < 1:
         raise ValueError(f"query_chunk_size must be a positive number of queries, got {query_chunk_size}.")
     chunks = [F.scaled_dot_product_attention(q_chunk, k, v) for q_chunk in q.split(query_chunk_size, dim=-2)]
     return torch.cat(chunks, dim=-2)
+
+
+def _attention_in_batch_chunks(q, k, v, query_chunk_size):
+    """CUDA's fused kernels fail ("invalid argument") past about 65k sequences in one call; temporal and
+    view attention over every pixel of a video reach that (SV4D 2.0: 2 x 12 x 5184 pixel sequences x heads).
+    Split the leading batch dimension, as the reference does for xformers (its `max_bs`)."""
+    per_item = max(q.shape[1:-2].numel(), 1)
+    step = max(MAX_CUDA_SEQUENCES // per_item, 1)
+    return torch.cat([attention(q[i:i + step], k[i:i + step], v[i:i + step], query_chunk_size)
+                      for i in range(0, q.shape[0], step)])
 
 
 def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

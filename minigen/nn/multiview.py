@@ -218,7 +218,7 @@ class MultiviewTransformer(SpatialTransformer, TimeMixing):
         """Learned embedding of the indices 0..count-1 of each sample: `(b count) 1 c`."""
         index = repeat(torch.arange(count, device=device), "n -> (b n)", b=batch)
         sinusoids = timestep_embedding(index, self.in_channels, max_period=self.max_time_embed_period)
-        return mlp(sinusoids)[:, None]
+        return mlp(sinusoids.to(mlp[0].weight.dtype))[:, None]  # the MLP may hold fp16 / bf16 weights
 
     def view_embedding(self, batch: int, views: int, camera_emb: torch.Tensor | None, device) -> torch.Tensor:
         """`(b v) 1 c`: from the view index, or from the first time frame's camera embedding of each view."""

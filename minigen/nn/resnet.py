@@ -41,10 +41,16 @@ def zero_module(module: nn.Module) -> nn.Module:
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm that always normalises in float32 (and returns the input dtype): stable under fp16."""
+    """GroupNorm that always normalises in float32 (and returns the input dtype): stable under fp16.
+
+    Its affine parameters are used in float32 too, so a network whose weights were cast to fp16 / bf16
+    (rather than run under autocast, as the reference does) still mixes no dtypes.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).type(x.dtype)
 
 
 def normalization(channels: int) -> GroupNorm32:

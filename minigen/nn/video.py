@@ -263,7 +263,7 @@ class SpatialVideoTransformer(SpatialTransformer):
         """Learned embedding of each frame's index within its video: `(b t) 1 c`."""
         frame_index = repeat(torch.arange(timesteps, device=device), "t -> (b t)", b=frames // timesteps)
         sinusoids = timestep_embedding(frame_index, self.in_channels, max_period=self.max_time_embed_period)
-        return self.time_pos_embed(sinusoids)[:, None, :]
+        return self.time_pos_embed(sinusoids.to(self.time_pos_embed[0].weight.dtype))[:, None, :]
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 time_context: torch.Tensor | None = None, timesteps: int | None = None,

@@ -181,3 +181,29 @@ def test_context_of_the_wrong_size():
 def test_unknown_preset_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match="Valid presets: .*tiny_sd"):
         get_preset("tiny_sdd")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_networks_run_with_weights_cast_to_half_precision(dtype):
+    """fp16 / bf16 weights (not autocast): GroupNorm32 must not mix dtypes. CPU has bf16 and fp16 kernels."""
+    torch.manual_seed(0)
+    network = get_preset("tiny_svd").network.build().eval()
+    x = torch.randn(2, network.in_channels, 16, 16)
+    inputs = dict(timesteps=torch.rand(2), context=torch.randn(2, 1, 32), y=torch.randn(2, 24),
+                  num_video_frames=2, image_only_indicator=torch.zeros(1, 2))
+    with torch.no_grad():
+        reference = network(x, **inputs)
+        half = network.to(dtype)(x.to(dtype), **{k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point()
+                                                 else v for k, v in inputs.items()})
+    assert half.dtype == dtype
+    torch.testing.assert_close(half.float(), reference, atol=0.1, rtol=0.1)
+
+
+def test_attention_split_over_the_batch_gives_the_same_result(monkeypatch):
+    """The CUDA path splits huge batches (SV4D 2.0's per-pixel view attention); check the split itself on CPU."""
+    import minigen.nn.attention as attention_module
+
+    monkeypatch.setattr(attention_module, "MAX_CUDA_SEQUENCES", 4)
+    q, k, v = torch.randn(7, 2, 5, 8), torch.randn(7, 2, 6, 8), torch.randn(7, 2, 6, 8)
+    split = attention_module._attention_in_batch_chunks(q, k, v, query_chunk_size=2)
+    torch.testing.assert_close(split, naive_attention(q, k, v))

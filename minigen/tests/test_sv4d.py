@@ -171,3 +171,15 @@ def test_camera_embedding_needs_adm_in_channels_of_four_model_channels():
 def test_unsupported_reference_variants_are_refused():
     with pytest.raises(ValueError, match="use_motion_attention=True"):
         dataclasses.replace(get_preset("tiny_sv4d").network, use_motion_attention=False).build()
+
+
+def test_tiny_sv4d2_runs_with_bf16_weights():
+    """Weights cast to bf16 (as the pipelines' dtype option does): no float32 may leak into a bf16 layer."""
+    network = tiny("tiny_sv4d2").to(torch.bfloat16)
+    inputs = multiview_inputs(get_preset("tiny_sv4d2").network, 1, 3, 2)
+    with torch.no_grad():
+        reference = tiny("tiny_sv4d2")(**inputs)
+        out = network(**{k: v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v
+                         for k, v in inputs.items()})
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, atol=0.15, rtol=0.1)
