@@ -29,14 +29,21 @@ def image_to_tensor(image, multiple_of: int = 64, device="cpu") -> torch.Tensor:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"Expected a uint8 RGB image [H, W, 3], got {image.dtype} {list(image.shape)}; "
                          "read files with minigen.io.read_image.")
-    height, width = image.shape[:2]
+    check_size(*image.shape[:2], multiple_of, "Image size", "resize or crop it to")
+    pixels = torch.from_numpy(image).to(device=device, dtype=torch.float32) / 127.5 - 1.0
+    return pixels.permute(2, 0, 1)[None]  # 1 3 H W
+
+
+def check_size(height: int, width: int, multiple_of: int = 64, what: str = "Size",
+               fix: str = "use") -> None:
+    """Height and width must be whole multiples of `multiple_of`; the error names the nearest sizes that are."""
+    if any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in (height, width)):
+        raise ValueError(f"{what} must be positive whole numbers of pixels, got {height!r}x{width!r}.")
     if height % multiple_of or width % multiple_of:
         def near(n):
             return sorted({max(multiple_of, n // multiple_of * multiple_of), -(-n // multiple_of) * multiple_of})
-        raise ValueError(f"Image size {height}x{width} is not a multiple of {multiple_of}; resize or crop it to "
-                         f"one of heights {near(height)} and widths {near(width)}.")
-    pixels = torch.from_numpy(image).to(device=device, dtype=torch.float32) / 127.5 - 1.0
-    return pixels.permute(2, 0, 1)[None]  # 1 3 H W
+        raise ValueError(f"{what} {height}x{width} is not a multiple of {multiple_of}; {fix} one of heights "
+                         f"{near(height)} and widths {near(width)}.")
 
 
 def frames_to_uint8(images: torch.Tensor) -> np.ndarray:
