@@ -55,16 +55,17 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
-def train_image_vae(steps: int, generator: torch.Generator):
+def train_image_vae(steps: int, generator: torch.Generator, device="cpu"):
     """tiny_sd's AutoencoderKL: L1 reconstruction + 1e-6 KL, as latent-diffusion VAEs are trained (no GAN)."""
-    vae = TINY["tiny_sd"]().build()
+    vae = TINY["tiny_sd"]().build().to(device)
     with torch.no_grad():  # start nearly deterministic (logvar -8) so early samples are not pure noise
         vae.quant_conv.bias[vae.latent_channels:] = -8.0
     optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
     for step in range(steps):
-        x = torch.stack([scene(generator, 32) for _ in range(8)])
+        x = torch.stack([scene(generator, 32) for _ in range(8)]).to(device)
         posterior = vae.posterior(x)
-        reconstruction = vae.decoder(vae.post_quant_conv(posterior.sample(generator)))
+        noise = torch.randn(posterior.mean.shape, generator=generator).to(device)
+        reconstruction = vae.decoder(vae.post_quant_conv(posterior.mean + posterior.std * noise))
         loss = F.l1_loss(reconstruction, x) + 1e-6 * posterior.kl().mean()
         optimizer.zero_grad()
         loss.backward()
@@ -74,21 +75,21 @@ def train_image_vae(steps: int, generator: torch.Generator):
     return vae.eval()
 
 
-def train_video_decoder(vae, steps: int, generator: torch.Generator, noise: float = 0.3):
+def train_video_decoder(vae, steps: int, generator: torch.Generator, noise: float = 0.3, device="cpu"):
     """tiny_svd's VideoDecoder, started from the image decoder, taught to decode clips whose latents
     carry independent per-frame noise (the flicker a diffusion model leaves) into steady frames."""
     video_vae = TINY["tiny_svd"]().build()
-    video_decoder = video_vae.decoder
+    video_decoder = video_vae.decoder.to(device)
     video_decoder.load_state_dict(vae.decoder.state_dict(), strict=False)  # the spatial weights
     with torch.no_grad():  # the output time mix starts as the identity
         video_decoder.conv_out.time_mix_conv.weight.zero_()[:, :, 1].copy_(torch.eye(3)[:, :, None, None])
         video_decoder.conv_out.time_mix_conv.bias.zero_()
     optimizer = torch.optim.Adam(video_decoder.parameters(), lr=1e-3)
     for step in range(steps):
-        clips = torch.cat([clip(generator, 4, 32) for _ in range(4)])  # (b t) c h w, t = 4
+        clips = torch.cat([clip(generator, 4, 32) for _ in range(4)]).to(device)  # (b t) c h w, t = 4
         with torch.no_grad():
             z = vae.post_quant_conv(vae.posterior(clips).mode())
-            z = z + noise * torch.randn(z.shape, generator=generator)
+            z = z + noise * torch.randn(z.shape, generator=generator).to(device)
         loss = F.l1_loss(video_decoder(z, timesteps=4), clips)
         optimizer.zero_grad()
         loss.backward()
@@ -102,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", action="store_true", help="also train data/tiny_vae.safetensors")
     parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--device", default="cpu", help="where to train, e.g. cuda (the data is drawn on the CPU)")
     args = parser.parse_args()
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(2024)
@@ -110,10 +112,10 @@ def main() -> None:
     if not args.train:
         return
     torch.set_num_threads(2)
-    vae = train_image_vae(args.steps, generator)
-    video_decoder = train_video_decoder(vae, args.steps // 3, generator)
-    tensors = {f"image_vae.{k}": v for k, v in vae.state_dict().items()}
-    tensors |= {f"video_decoder.{k}": v for k, v in video_decoder.state_dict().items()}
+    vae = train_image_vae(args.steps, generator, args.device)
+    video_decoder = train_video_decoder(vae, args.steps // 3, generator, device=args.device)
+    tensors = {f"image_vae.{k}": v.cpu() for k, v in vae.state_dict().items()}
+    tensors |= {f"video_decoder.{k}": v.cpu() for k, v in video_decoder.state_dict().items()}
     save_file({k: v.half().contiguous() for k, v in tensors.items()}, DATA / "tiny_vae.safetensors",
               metadata={"made_by": "python data/make_assets.py --train", "steps": str(args.steps)})
 
