@@ -47,10 +47,10 @@ def check_size(height: int, width: int, multiple_of: int = 64, what: str = "Size
 
 
 def frames_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Decoded `t 3 H W` images in [-1, 1] as uint8 frames `[t, H, W, 3]` (values beyond the range are clipped,
-    as the reference does with model outputs)."""
-    frames = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return frames.permute(0, 2, 3, 1).cpu().numpy()
+    """Decoded `t 3 H W` images in [-1, 1] as uint8 frames `[t, H, W, 3]`, exactly as the reference scripts save
+    them: clamp((x + 1) / 2, 0, 1) * 255, truncated (not rounded) to integers."""
+    unit = ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # t 3 H W in [0, 1]
+    return (unit * 255).permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)
 
 
 def make_sampler(name: str, discretization, num_steps: int, guider, progress: bool = True, **options):

@@ -247,7 +247,10 @@ def test_sv3d_orbit_ends_on_the_input_view(sv3d_p):
     image = picture(seed=1)
     frames = sv3d_p(image, **SV3D_FAST)
     assert frames.shape == (5, 64, 64, 3)
-    assert np.array_equal(frames[-1], image)  # the last decoded frame is replaced by the conditioning image
+    # the last decoded frame is replaced by the conditioning image; saving truncates like the reference, so a
+    # value can come back one level lower after the trip through [-1, 1]
+    difference = frames[-1].astype(int) - image.astype(int)
+    assert difference.min() >= -1 and difference.max() == 0
 
 
 def test_sv3d_default_cameras_are_the_scripts(sv3d_p):
@@ -298,7 +301,8 @@ def test_sv3d_preprocesses_an_object_photo(sv3d_p):
     photo = object_photo()
     frames = sv3d_p(photo, preprocess=True, image_frame_ratio=0.5, **SV3D_FAST)
     prepared = prepare_object_image(photo, size=64, image_frame_ratio=0.5)
-    assert np.array_equal(frames[-1], prepared)
+    difference = frames[-1].astype(int) - prepared.astype(int)  # within the one level that saving truncates
+    assert difference.min() >= -1 and difference.max() == 0
     assert (prepared[0, 0] == 255).all()  # on white
     with pytest.raises(ValueError, match="Expected a uint8 RGB image"):
         sv3d_p(photo, preprocess=False, **SV3D_FAST)  # RGBA needs preprocessing
