@@ -1,0 +1,178 @@
+"""The `minigen` command: sample with any official model, or identify a checkpoint file.
+
+    minigen sample svd --input photo.png --checkpoint svd.safetensors --output clip.mp4
+    minigen sample sdxl --prompt "a lighthouse at dusk" --checkpoint sd_xl_base_1.0.safetensors --output out.png
+    minigen inspect some_file.safetensors
+
+`--preset NAME` instead of `--checkpoint` builds the model with random weights (tiny_* presets run on
+any CPU: for trying the command out). `python -m minigen ...` is the same command.
+"""
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import io
+from .checkpoint import CheckpointError, inspect_checkpoint
+
+# the options of each family of pipelines (flags of OPTIONS below)
+TEXT = ("prompt", "negative-prompt", "height", "width", "cfg", "num-images")
+TURBO = ("prompt", "height", "width", "num-images")
+SVD = ("num-frames", "fps-id", "motion-bucket-id", "cond-aug", "decoding-t", "encoding-t", "min-cfg", "max-cfg")
+SV3D = ("num-frames", "cond-aug", "elevations-deg", "azimuths-deg", "preprocess", "image-frame-ratio", "decoding-t",
+        "encoding-t", "min-cfg", "max-cfg")
+SV4D = ("elevations-deg", "azimuths-deg", "decoding-t", "encoding-t", "min-cfg", "max-cfg")
+
+
+@dataclass(frozen=True)
+class Model:
+    module: str  # minigen.pipelines.<module>
+    pipeline: str  # the class in it
+    preset: str  # the official preset it loads by default
+    kind: str  # "text" (prompt -> images), "image" (image -> video) or "video" (video -> multi-view videos)
+    flags: tuple  # its options besides --steps and --seed
+
+
+MODELS = {
+    "sdxl": Model("sdxl", "TextToImagePipeline", "sd_xl_base", "text", TEXT),
+    "sdxl-turbo": Model("sdxl", "TurboPipeline", "sd_xl_turbo", "text", TURBO),
+    "sd21": Model("sdxl", "TextToImagePipeline", "sd_2_1_768", "text", TEXT),
+    "svd": Model("svd", "SVDPipeline", "svd", "image", SVD),
+    "svd-xt": Model("svd", "SVDPipeline", "svd_xt", "image", SVD),
+    "sv3d-u": Model("sv3d", "SV3DPipeline", "sv3d_u", "image", tuple(f for f in SV3D if not f.endswith("-deg"))),
+    "sv3d-p": Model("sv3d", "SV3DPipeline", "sv3d_p", "image", SV3D),
+    "sv4d": Model("sv4d", "SV4DPipeline", "sv4d", "video", SV4D),
+    "sv4d2": Model("sv4d", "SV4D2Pipeline", "sv4d2", "video", SV4D),
+}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# flag -> (pipeline keyword, type, help)
+OPTIONS = {
+    "prompt": ("prompt", str, "what to draw"),
+    "negative-prompt": ("negative_prompt", str, "what to steer away from (with --cfg > 1)"),
+    "height": ("height", int, "image height in pixels, a multiple of 64 (default: the model's)"),
+    "width": ("width", int, "image width in pixels, a multiple of 64 (default: the model's)"),
+    "cfg": ("cfg", float, "classifier-free guidance scale (1 switches guidance off)"),
+    "num-images": ("num_images", int, "images per prompt"),
+    "num-frames": ("num_frames", int, "frames to generate (default: the model's: 14 svd, 25 svd-xt, 21 sv3d)"),
+    "fps-id": ("fps_id", int, "SVD's frame-rate condition (default 6)"),
+    "motion-bucket-id": ("motion_bucket_id", int, "SVD's amount-of-motion condition, 0-255 (default 127)"),
+    "cond-aug": ("cond_aug", float, "noise added to the conditioning image (default 0.02 svd, 1e-5 sv3d)"),
+    "elevations-deg": ("elevations_deg", float, "camera elevation(s) in degrees; one value or one per view"),
+    "azimuths-deg": ("azimuths_deg", float, "camera azimuths in degrees, one per view, in orbit order"),
+    "preprocess": ("preprocess", bool, "cut out, centre and whiten the object first (SV3D)"),
+    "image-frame-ratio": ("image_frame_ratio", float, "with --preprocess: fraction of the frame the object fills"),
+    "decoding-t": ("decoding_t", int, "frames per VAE decoder call: lower saves memory"),
+    "encoding-t": ("encoding_t", int, "frames per VAE encoder call: lower saves memory"),
+    "min-cfg": ("min_cfg", float, "smallest per-frame guidance scale (default: the model's)"),
+    "max-cfg": ("max_cfg", float, "largest per-frame guidance scale (default: the model's)"),
+    "steps": ("num_steps", int, "sampler steps (default: the model's)"),
+    "seed": ("seed", int, "random seed: the same seed gives the same output"),
+}
+COMMON_OPTIONS = ("steps", "seed")
+
+
+def add_sample_parser(commands) -> None:
+    sample = commands.add_parser("sample", help="generate with one of the official models",
+                                 description="Generate images or videos; options not given take the model's "
+                                             "official defaults (those of the reference sampling scripts).")
+    models = sample.add_subparsers(dest="model", required=True, metavar="MODEL")
+    for name, model in MODELS.items():
+        parser = models.add_parser(name, help=f"{model.kind} input, {model.pipeline} with {model.preset}")
+        weights = parser.add_mutually_exclusive_group(required=True)
+        weights.add_argument("--checkpoint", type=Path, help="the official .safetensors file")
+        weights.add_argument("--preset", help="build this preset with random weights instead (e.g. tiny_svd)")
+        if model.kind != "text":
+            parser.add_argument("--input", required=True, help="the input image or video (file, folder or pattern)")
+        parser.add_argument("--output", type=Path, required=True, help="where to write (.png, .mp4 or .gif)")
+        parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+        parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                            help="where to run (default: cuda when available, else cpu)")
+        parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                            help="precision of the network and encoders; the VAE stays float32")
+        parser.add_argument("--offload", action="store_true", help="keep only the module in use on the device")
+        parser.add_argument("--fps", type=float, default=7, help="frame rate of a written video")
+        parser.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "sv4d":
+            parser.add_argument("--sv3d-checkpoint", type=Path, help="the SV3D file that makes SV4D's reference views")
+        for flag in model.flags + COMMON_OPTIONS:
+            keyword, kind, text = OPTIONS[flag]
+            if kind is bool:
+                parser.add_argument(f"--{flag}", dest=keyword, action="store_true", default=None, help=text)
+            elif flag in ("elevations-deg", "azimuths-deg"):
+                parser.add_argument(f"--{flag}", dest=keyword, type=kind, nargs="+", help=text)
+            else:
+                parser.add_argument(f"--{flag}", dest=keyword, type=kind, help=text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minigen", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_sample_parser(commands)
+    inspect = commands.add_parser("inspect", help="tell which official model a checkpoint file holds")
+    inspect.add_argument("checkpoint", type=Path)
+    return parser
+
+
+def load_pipeline(args, model: Model):
+    pipeline_class = getattr(importlib.import_module(f"minigen.pipelines.{model.module}"), model.pipeline)
+    options = {"device": args.device, "dtype": DTYPES[args.dtype], "offload": "model" if args.offload else None}
+    if args.model == "sv4d":
+        sv3d = args.sv3d_checkpoint or ("sv3d_u" if args.checkpoint else "tiny_sv3d")
+        options["sv3d"] = sv3d
+    if args.checkpoint:
+        return pipeline_class.from_checkpoint(args.checkpoint, preset=None if args.model != "sv4d" else model.preset,
+                                              **options)
+    return pipeline_class.from_preset(args.preset, **options)
+
+
+def write_output(result, path: Path, fps: float, overwrite: bool) -> list[Path]:
+    """Images [N, H, W, 3] -> PNGs (numbered when N > 1); a video [T, H, W, 3]; views [V, T, H, W, 3] side by side."""
+    if result.ndim == 5:
+        return [io.write_grid(result, path, fps=fps, overwrite=overwrite)]
+    if path.suffix.lower() in io.VIDEO_SUFFIXES:
+        return [io.write_video(result, path, fps=fps, overwrite=overwrite)]
+    if len(result) == 1:
+        return [io.write_image(result[0], path, overwrite=overwrite)]
+    return [io.write_image(image, path.with_name(f"{path.stem}_{index}{path.suffix}"), overwrite=overwrite)
+            for index, image in enumerate(result)]
+
+
+def sample(args) -> int:
+    model = MODELS[args.model]
+    if args.output.exists() and not args.overwrite:  # before minutes of sampling, not after
+        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it.")
+    keywords = [OPTIONS[flag][0] for flag in model.flags + COMMON_OPTIONS]
+    call = {key: getattr(args, key) for key in keywords if getattr(args, key) is not None}
+    if model.kind == "image":  # an object photo to preprocess may carry its cut-out as alpha
+        call["image"] = io.read_image(args.input, keep_alpha=bool(call.get("preprocess")))
+    elif model.kind == "video":
+        call["video"] = io.read_video(args.input)
+    for key in ("elevations_deg",):  # one elevation may stand for all views
+        if key in call and len(call[key]) == 1:
+            call[key] = call[key][0]
+    pipeline = load_pipeline(args, model)
+    result = pipeline(**call, progress=not args.quiet)
+    for path in write_output(result, args.output, args.fps, args.overwrite):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "inspect":
+            print(inspect_checkpoint(args.checkpoint))
+            return 0
+        return sample(args)
+    except (CheckpointError, ValueError, FileExistsError, FileNotFoundError) as error:
+        print(f"minigen: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
