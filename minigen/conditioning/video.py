@@ -3,13 +3,14 @@
 `VideoPredictionEmbedderWithEncoder` optionally noises the conditioning frames (sigma from its
 sigma sampler; SV4D uses the ZeroSampler and also embeds that sigma as a vector), encodes them
 with its own VAE (the posterior's mode) in chunks of `en_and_decode_n_samples_a_time` frames,
-stacks each sample's `n_cond_frames` latents along the channels and repeats them `n_copies`
-times. Taught in notebook 06. Reference: `VideoPredictionEmbedderWithEncoder` in
+and, with one conditioning frame per sample (SVD, SV3D), repeats its latent `n_copies` times.
+With several frames per sample (SV4D) each frame keeps its own latent: the multi-view UNet reads
+them frame by frame. Taught in notebook 06. Reference: `VideoPredictionEmbedderWithEncoder` in
 sgm/modules/encoders/modules.py.
 """
 
 import torch
-from einops import rearrange, repeat
+from einops import repeat
 from torch import nn
 
 from minigen.diffusion.denoiser import append_dims
@@ -19,9 +20,10 @@ from .scalars import ConcatTimestepEmbedderND
 
 
 class VideoPredictionEmbedderWithEncoder(nn.Module):
-    """Frames `(b t) 3 H W` (t = n_cond_frames) -> latents `(b n_copies) (t 4) H/8 W/8`.
+    """Frames `(b t) 3 H W` (t = n_cond_frames) -> latents: `(b n_copies) 4 H/8 W/8` when t = 1 (SVD, SV3D),
+    `(b t) 4 H/8 W/8` when t > 1 (SV4D: one latent per frame, n_copies must be 1).
 
-    With `sigma_cond` the output is a pair: the latents and the sigma embedding `(b n_copies) outdim`.
+    With `sigma_cond` the output is a pair: the latents and the sigma embedding, one row per latent.
     """
 
     draws_noise = True  # the GeneralConditioner hands its generator to forward()
@@ -42,6 +44,9 @@ class VideoPredictionEmbedderWithEncoder(nn.Module):
             raise ValueError(f"The conditioning encoder must return raw latents (scale_factor 1.0, as the configs' "
                              f"AutoencoderKLModeOnly), got scale_factor={encoder.scale_factor}; pass the scaling "
                              "as this embedder's scale_factor instead.")
+        if n_cond_frames > 1 and n_copies != 1:
+            raise ValueError(f"With n_cond_frames={n_cond_frames} (SV4D: one latent per frame) n_copies must be 1, "
+                             f"got {n_copies}.")
         if sigma_cond is not None and sigma_sampler is None:
             raise ValueError("sigma_cond embeds the augmentation noise level, so it needs a sigma_sampler.")
         self.n_cond_frames = n_cond_frames
@@ -61,8 +66,8 @@ class VideoPredictionEmbedderWithEncoder(nn.Module):
         if self.sigma_sampler is not None:
             frames, sigma_embedding = self.add_noise(frames, generator)
         latents = self.scale_factor * self.encode(frames)  # (b t) c h w
-        latents = rearrange(latents, "(b t) c h w -> b (t c) h w", t=self.n_cond_frames)
-        latents = repeat(latents, "b c h w -> (b s) c h w", s=self.n_copies)
+        if self.n_cond_frames == 1:
+            latents = repeat(latents, "b c h w -> (b s) c h w", s=self.n_copies)
         return latents if sigma_embedding is None else (latents, sigma_embedding)
 
     def add_noise(self, frames: torch.Tensor, generator: torch.Generator | None):
@@ -71,7 +76,8 @@ class VideoPredictionEmbedderWithEncoder(nn.Module):
         sigmas = self.sigma_sampler(b, generator=generator).to(frames.device)  # b
         sigma_embedding = None
         if self.sigma_cond is not None:
-            sigma_embedding = repeat(self.sigma_cond(sigmas), "b d -> (b s) d", s=self.n_copies)
+            rows = self.n_copies if self.n_cond_frames == 1 else self.n_cond_frames  # one per output latent
+            sigma_embedding = repeat(self.sigma_cond(sigmas), "b d -> (b s) d", s=rows)
         sigmas = repeat(sigmas, "b -> (b t)", t=self.n_cond_frames)
         noise = torch.randn(frames.shape, generator=generator, dtype=frames.dtype).to(frames.device)
         return frames + noise * append_dims(sigmas, frames.ndim), sigma_embedding

@@ -214,14 +214,16 @@ def sv3d(cameras: bool, clip_arch: str = "ViT-H-14", ddconfig: DDConfig | None =
 
 
 def sv4d(n_time: int, n_view: int, clip_arch: str = "ViT-H-14", ddconfig: DDConfig | None = None,
-         outdim: int = 256) -> ConditionerConfig:
+         outdim: int = 256, camera_outdim: int | None = None) -> ConditionerConfig:
     """crossattn: n_time CLIP embeddings; vector: sigma (256) + polar_rad + azimuth_rad (512 each) = 1280;
-    concat: the input frames; cond_view: reference views of frame 0; cond_motion: the input frames."""
+    concat: the input frames; cond_view: reference views of frame 0; cond_motion: the input frames.
+    `camera_outdim` (default 2 x outdim) lets a tiny vector match 4 x model_channels (tiny_sv4d2's camera embedding)."""
     n_frames = n_time * n_view
+    camera_outdim = 2 * outdim if camera_outdim is None else camera_outdim
     return ConditionerConfig([
         clip_image(n_time, clip_arch),
         vae_frames("cond_frames", n_frames, ddconfig, sigma_cond_outdim=outdim, zero_sigma=True),
-        scalar("polar_rad", 2 * outdim), scalar("azimuth_rad", 2 * outdim),
+        scalar("polar_rad", camera_outdim), scalar("azimuth_rad", camera_outdim),
         vae_frames("cond_view", n_view, ddconfig, zero_sigma=True),
         vae_frames("cond_motion", n_time, ddconfig, zero_sigma=True),
     ])
@@ -283,8 +285,10 @@ TINY = {
     "tiny_sdxl": lambda: tiny(tiny_sdxl()),
     "tiny_svd": lambda: tiny(svd("minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8)),
     "tiny_sv3d": lambda: tiny(sv3d(True, "minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8)),
-    "tiny_sv4d": lambda: tiny(sv4d(2, 4, "minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8)),
-    "tiny_sv4d2": lambda: tiny(sv4d(3, 2, "minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8)),
+    # SV4D's 8 views (the script subsamples 8 of SV3D's 21) and SV4D 2.0's 4, with 3 time frames instead of 5 / 12
+    "tiny_sv4d": lambda: tiny(sv4d(3, 8, "minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8)),
+    # vector 8 + 2 x 60 = 128 = 4 x model_channels, as tiny_sv4d2's use_camera_emb network needs
+    "tiny_sv4d2": lambda: tiny(sv4d(3, 4, "minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8, camera_outdim=60)),
 }
 
 for _name, _factory in OFFICIAL.items():

@@ -27,7 +27,7 @@ from minigen.conditioning import (
     tokenize,
 )
 from minigen.conditioning.image import resize_antialiased
-from minigen.diffusion.training import EDMSampling
+from minigen.diffusion.training import EDMSampling, ZeroSampler
 from minigen.embeddings import timestep_embedding
 from minigen.presets import PART_PREFIXES, conditioners, get_preset, state_dict_table
 from minigen.presets.first_stage import TINY_DDCONFIG, FirstStageConfig
@@ -79,11 +79,11 @@ TINY_BATCHES = {
          "polars_rad": torch.full((3,), 1.4), "azimuths_rad": torch.linspace(0, 6, 3)},
         {"crossattn": (1, 1, 32), "vector": (3, 40), "concat": (1, 4, 8, 8)},
     ),
-    "tiny_sv4d": (
-        {"cond_frames_without_noise": frames(2, 32), "cond_frames": frames(8, 32), "polar_rad": torch.full((1,), 1.4),
-         "azimuth_rad": torch.full((1,), 0.5), "cond_view": frames(4, 32), "cond_motion": frames(2, 32)},
-        {"crossattn": (1, 2, 32), "vector": (1, 40), "concat": (1, 32, 4, 4), "cond_view": (1, 16, 4, 4),
-         "cond_motion": (1, 8, 4, 4)},
+    "tiny_sv4d": (  # 3 time frames x 8 views, one latent and one vector per (t v) frame
+        {"cond_frames_without_noise": frames(3, 32), "cond_frames": frames(24, 32), "polar_rad": torch.full((24,), 1.4),
+         "azimuth_rad": torch.full((24,), 0.5), "cond_view": frames(8, 32), "cond_motion": frames(3, 32)},
+        {"crossattn": (1, 3, 32), "vector": (24, 40), "concat": (24, 4, 4, 4), "cond_view": (8, 4, 4, 4),
+         "cond_motion": (3, 4, 4, 4)},
     ),
 }
 
@@ -297,8 +297,9 @@ def tiny_frame_embedder(**options) -> VideoPredictionEmbedderWithEncoder:
 @settings(max_examples=6, deadline=None)
 @given(n_cond_frames=st.integers(1, 3), n_copies=st.integers(1, 3), samples=st.integers(1, 2),
        chunk=st.sampled_from([None, 1, 2]))
-def test_frame_embedder_stacks_frames_repeats_samples_and_chunks_without_changing_the_result(
+def test_frame_embedder_repeats_samples_keeps_frames_and_chunks_without_changing_the_result(
         n_cond_frames, n_copies, samples, chunk):
+    n_copies = n_copies if n_cond_frames == 1 else 1  # several frames per sample (SV4D): no copies
     torch.manual_seed(0)
     embedder = tiny_frame_embedder(n_cond_frames=n_cond_frames, n_copies=n_copies,
                                    en_and_decode_n_samples_a_time=chunk)
@@ -306,9 +307,18 @@ def test_frame_embedder_stacks_frames_repeats_samples_and_chunks_without_changin
     with torch.no_grad():
         latents = embedder(x)
         whole = embedder.encoder.encode(x)  # (b t) 4 2 2
-    assert latents.shape == (samples * n_copies, n_cond_frames * 4, 2, 2)
-    expected = whole.reshape(samples, n_cond_frames * 4, 2, 2).repeat_interleave(n_copies, dim=0)
-    torch.testing.assert_close(latents, expected, atol=1e-5, rtol=1e-5)
+    assert latents.shape == (samples * n_cond_frames * n_copies, 4, 2, 2)
+    torch.testing.assert_close(latents, whole.repeat_interleave(n_copies, dim=0), atol=1e-5, rtol=1e-5)
+
+
+def test_sv4d_frame_embedder_embeds_sigma_once_per_frame():
+    embedder = tiny_frame_embedder(n_cond_frames=3, n_copies=1, sigma_sampler=ZeroSampler(),
+                                   sigma_cond=ConcatTimestepEmbedderND(8))
+    with torch.no_grad():
+        latents, sigma = embedder(frames(6, size=16), generator=torch.Generator().manual_seed(0))
+    assert latents.shape == (6, 4, 2, 2) and sigma.shape == (6, 8)
+    with pytest.raises(ValueError, match="n_copies must be 1"):
+        tiny_frame_embedder(n_cond_frames=3, n_copies=2)
 
 
 def test_frame_embedder_noise_follows_the_generator_and_embeds_sigma():

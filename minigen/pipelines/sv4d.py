@@ -1,0 +1,453 @@
+"""SV4D and SV4D 2.0: a video of an object to videos of it seen from novel views (sv4d, sv4d2, sv4d2_8views).
+
+    pipe = SV4DPipeline.from_checkpoint("checkpoints/sv4d.safetensors", sv3d="checkpoints/sv3d_u.safetensors",
+                                        device="cuda", dtype=torch.float16)
+    videos = pipe(read_video("camel.mp4"))  # uint8 [8 views, 21 frames, 576, 576, 3]
+    pipe = SV4D2Pipeline.from_checkpoint("checkpoints/sv4d2.safetensors", device="cuda", dtype=torch.float16)
+    videos = pipe(read_video("camel.mp4"))  # uint8 [4 views, 21 frames, 576, 576, 3]
+
+Both models denoise T time frames x V views in one pass (SV4D 5 x 8, SV4D 2.0 12 x 4, its 8-view model
+5 x 8), ordered (t v). A pass is conditioned on the input video at its T times (`cond_motion`, one CLIP
+token per time, and the frame itself for each of its views) and on V views of the object at one time
+(`cond_view`), plus the V cameras. The results fill an image matrix `images[t, v]` (`t v 3 H W`, view 0 is
+the input video) that later passes read their `cond_view` from. The input frames must already be
+square, centred objects on white (minigen.preprocess.prepare_object_image does one frame).
+Taught in notebook 08. Reference: scripts/sampling/simple_video_sample_4d.py, simple_video_sample_4d2.py,
+scripts/demo/sv4d_helpers.py and scripts/sampling/configs/sv4d*.yaml.
+"""
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange, repeat
+from tqdm.auto import tqdm
+
+from .. import diffusion
+from ..camera import (
+    SV3D_NUM_FRAMES,
+    SV4D_SUBSAMPLED_VIEWS,
+    Trajectory,
+    default_trajectory,
+    sv4d2_camera_inputs,
+    sv4d_camera_inputs,
+    validate_cameras,
+)
+from ..io import read_video
+from .common import Placement, frames_to_uint8, generator_for, image_to_tensor, make_sampler
+from .engine import MULTIVIEW_KEYS, DiffusionEngine
+from .sv3d import SV3DPipeline
+from .video_common import cast_engine, check_count, decode_latents, encoding_chunks, identify_preset, latent_shape
+
+# embeddings zeroed in the unconditional branch: the input frames and the reference views (force_uc_zero_embeddings)
+FORCE_UC_ZERO_EMBEDDINGS = ("cond_frames", "cond_frames_without_noise", "cond_view", "cond_motion")
+
+
+@dataclass(frozen=True)
+class MultiviewDefaults:
+    """One model's defaults, from its sampling script (the scripts build their own sampler, not the config's)."""
+
+    num_steps: int  # sampler steps: 20 (SV4D), 50 (SV4D 2.0)
+    guider: str  # "SpatiotemporalPredictionGuider" or "LinearPredictionGuider", with additional_cond_keys
+    max_cfg: float  # the guider's max_scale (the script's "cfg")
+    min_cfg: float = 1.0  # the guider's min_scale
+    elevation_deg: float = 0.0  # the script's default elevations_deg
+    camera_model: str = "sv4d2"  # minigen.camera's name for the script's default cameras
+    window_overlap: int = 0  # SV4D 2.0: frames two consecutive windows share (the 8-view model: 1)
+    sv3d_preset: str | None = None  # SV4D: the SV3D model that makes the reference views (the script's sv3d_u)
+    sigma_max: float = 700.0  # EDMDiscretization's sigma_max in the scripts (the configs say 500)
+    image_size: int = 576  # the square frame size the model was trained at; other sizes are warned about
+
+
+@dataclass
+class Window:
+    """The conditioning of one pass over T times x V views: what the scripts' prepare_sampling returns."""
+
+    c: dict
+    uc: dict
+    extra: dict  # the network's other inputs: num_video_frames and image_only_indicator
+
+
+def window_shape(engine: DiffusionEngine) -> tuple[int, int]:
+    """(T, V): times and views per pass, read from the conditioner (N_TIME and N_VIEW of the config)."""
+    frames = {entry.input_key: entry.embedder.n_cond_frames for entry in engine.conditioner.entries
+              if entry.input_key in MULTIVIEW_KEYS}
+    if set(frames) != set(MULTIVIEW_KEYS):
+        raise ValueError(f"This engine's conditioner reads no {' / '.join(MULTIVIEW_KEYS)}: it is not an SV4D model.")
+    return frames["cond_motion"], frames["cond_view"]
+
+
+def window_starts(num_frames: int, frames_per_window: int, stride: int) -> list[int]:
+    """First time of each SV4D 2.0 window: every `stride` frames, the last one moved back to end on the last frame.
+
+    With stride T this is the script's `range(0, n, T)` with its last start clamped to n - T. With stride T - 1
+    (the 8-view model: windows share a frame) it is the script's `range(0, n - T + 1, T - 1)`, plus a last window
+    when that range leaves frames at the end (the script would leave them empty).
+    """
+    starts = list(range(0, num_frames - frames_per_window + 1, stride))
+    if starts[-1] + frames_per_window < num_frames:
+        starts.append(num_frames - frames_per_window)
+    return starts
+
+
+class MultiviewVideoPipeline:
+    """What SV4D and SV4D 2.0 share: loading, input checks, cameras, the conditioning of a pass, sampling
+    and decoding. Subclasses set DEFAULTS (preset -> MultiviewDefaults) and give the flow in `__call__`."""
+
+    DEFAULTS: dict[str, MultiviewDefaults] = {}
+
+    def __init__(self, engine: DiffusionEngine, defaults: MultiviewDefaults, device="cpu",
+                 offload: str | None = None):
+        self.engine = engine
+        self.defaults = defaults
+        self.frames_per_window, self.views = window_shape(engine)  # T, V
+        # frame sides must survive the VAE's and the UNet's halvings: 8 x 8 = 64 for the official models
+        vae_factor = 2 ** (len(engine.first_stage_model.decoder.up) - 1)
+        self.size_multiple = vae_factor * engine.network.downsampling_factor
+        self.placement = Placement(device, offload)
+        self.placement.prepare(engine)
+
+    @classmethod
+    def load_engine(cls, name: str, weights, device, dtype: torch.dtype, offload: str | None) -> DiffusionEngine:
+        if name not in cls.DEFAULTS:
+            raise ValueError(f"{cls.__name__} runs {', '.join(cls.DEFAULTS)}; got {name!r}.")
+        engine = DiffusionEngine.from_preset(name, device="cpu" if offload else device, weights=weights)
+        return cast_engine(engine, dtype)
+
+    # -- inputs
+
+    def video_frames(self, video, needed: int) -> torch.Tensor:
+        """uint8 `[N, H, W, 3]` (or a path for minigen.io.read_video) -> its frames, `N 3 H W` in [-1, 1].
+
+        It must have at least `needed` frames, square, with a side that is a multiple of `size_multiple` (64)."""
+        if isinstance(video, (str, Path)):
+            video = read_video(video)
+        video = np.asarray(video)
+        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
+            raise ValueError(f"Expected a uint8 RGB video [frames, H, W, 3], got {video.dtype} {list(video.shape)}; "
+                             "read files with minigen.io.read_video.")
+        if len(video) < needed:
+            raise ValueError(f"The video has {len(video)} frames; {type(self).__name__} needs {needed} (one pass "
+                             f"covers {self.frames_per_window} times). Give a longer video.")
+        height, width = video.shape[1:3]
+        if height != width:
+            raise ValueError(f"Frames are {height}x{width}; the model takes square frames of one centred object "
+                             "(minigen.preprocess.prepare_object_image(frame, size=576) makes one).")
+        if height != self.defaults.image_size:
+            size = self.defaults.image_size
+            warnings.warn(f"Frames are {height}x{width}, not {size}x{size}: the model was trained at {size}x{size}, "
+                          "so results may be worse.", stacklevel=3)
+        return torch.cat([image_to_tensor(frame, multiple_of=self.size_multiple) for frame in video])
+
+    def cameras(self, elevations_deg, azimuths_deg, num_views: int) -> Trajectory:
+        """The script's cameras (one number or one per view for elevations_deg, one azimuth per view, degrees),
+        checked all at once: `num_views` values, in range, azimuths going round in order. Default: the script's."""
+        elevations_deg = self.defaults.elevation_deg if elevations_deg is None else elevations_deg
+        if azimuths_deg is None:
+            azimuths_deg = default_trajectory(self.defaults.camera_model).azimuths_deg
+        validate_cameras(elevations_deg, azimuths_deg, num_views, require_sorted=True)
+        return Trajectory(elevations_deg, azimuths_deg)
+
+    def make_sampler(self, num_steps: int, min_cfg: float | None, max_cfg: float | None, progress: bool):
+        """The scripts' sampler: Euler on the EDM schedule (sigma_max 700), guided per (t v) frame, with the
+        reference views and input frames zeroed in the unconditional branch too (additional_cond_keys)."""
+        frames, views = self.frames_per_window * self.views, self.views
+        per_view = {"num_views": views} if self.defaults.guider == "SpatiotemporalPredictionGuider" else {}
+        guider = diffusion.by_name("guider", self.defaults.guider)(
+            max_scale=self.defaults.max_cfg if max_cfg is None else max_cfg,
+            min_scale=self.defaults.min_cfg if min_cfg is None else min_cfg,
+            num_frames=frames, additional_cond_keys=list(MULTIVIEW_KEYS), **per_view,
+        )
+        discretization = diffusion.EDMDiscretization(sigma_max=self.defaults.sigma_max)
+        return make_sampler("EulerEDMSampler", discretization, num_steps, guider, progress=progress)
+
+    # -- one pass
+
+    def window_conditioning(self, cond_motion: torch.Tensor, cond_view: torch.Tensor, cameras: dict,
+                            generator: torch.Generator, encoding_t: int | None,
+                            with_views: bool = True) -> Window:
+        """c, uc and the network's extra inputs of one pass (the scripts' run_img2vid / prepare_sampling).
+
+        cond_motion `t 3 H W`: the input video at the pass's times; cond_view `v 3 H W`: the views the pass
+        starts from. `with_views=False` is SV4D 2.0's first window, which has no views yet: cond_view is zeroed
+        in c and uc and image_only_indicator is 0 (1 otherwise, also for every SV4D pass).
+        """
+        device, conditioner = self.placement.device, self.engine.conditioner
+        batch = {
+            "cond_frames_without_noise": cond_motion,  # t 3 H W -> CLIP: one token per time (crossattn b t d)
+            "cond_frames": repeat(cond_motion, "t c h w -> (t v) c h w", v=self.views),  # each view: its time's frame
+            **{key: angles.float() for key, angles in cameras.items()},  # polar_rad, azimuth_rad: (t v)
+            "cond_view": cond_view,  # v 3 H W
+            "cond_motion": cond_motion,  # t 3 H W
+        }
+        batch = {key: value.to(device) for key, value in batch.items()}
+        with self.placement.use(conditioner), encoding_chunks(conditioner, encoding_t):
+            c, uc = conditioner.get_unconditional_conditioning(
+                batch, force_uc_zero_embeddings=FORCE_UC_ZERO_EMBEDDINGS, generator=generator)
+        if not with_views:
+            for cond in (c, uc):
+                cond["cond_view"] = torch.zeros_like(cond["cond_view"])
+        frames = self.frames_per_window * self.views
+        # one row per half of the guided batch (uc, c); 1 marks frames as images for the time-mixing alphas
+        image_only_indicator = torch.full((2, frames), float(with_views), device=device)
+        return Window(c, uc, {"num_video_frames": frames, "image_only_indicator": image_only_indicator})
+
+    def denoiser(self, window: Window):
+        def denoise(x, sigma, cond):
+            return self.engine.denoise(x, sigma, cond, **window.extra)
+        return denoise
+
+    def start_noise(self, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        """Unit noise `(t v) 4 h w` for one pass, drawn on the CPU (same seed, same result on every device)."""
+        shape = latent_shape(self.engine.first_stage_model, self.frames_per_window * self.views, height, width)
+        return torch.randn(shape, generator=generator).to(self.placement.device)
+
+    def sample_window(self, sampler, window: Window, noise: torch.Tensor, callback) -> torch.Tensor:
+        """A whole sampler run for one pass: latents `(t v) 4 h w`."""
+        with self.placement.use(self.engine.model):
+            return sampler(self.denoiser(window), noise, window.c, window.uc, callback=callback)
+
+    def decode(self, latents: torch.Tensor, decoding_t: int | None) -> torch.Tensor:
+        """Latents `(t v) 4 h w` -> images `t v 3 H W` clamped to [-1, 1], `decoding_t` frames per decoder call."""
+        with self.placement.use(self.engine.first_stage_model):
+            images = decode_latents(self.engine.first_stage_model, latents, decoding_t, len(latents))
+        return rearrange(images.float().clamp(-1.0, 1.0).cpu(), "(t v) c h w -> t v c h w", v=self.views)
+
+    @staticmethod
+    def novel_view_videos(images: torch.Tensor) -> np.ndarray:
+        """The image matrix `t v 3 H W` without the input view, as uint8 videos `[v, t, H, W, 3]`."""
+        novel = images[:, 1:]
+        frames = frames_to_uint8(rearrange(novel, "t v c h w -> (v t) c h w"))
+        return rearrange(frames, "(v t) h w c -> v t h w c", v=novel.shape[1])
+
+
+class SV4DPipeline(MultiviewVideoPipeline):
+    """SV4D: 21 input frames -> 8 novel-view videos of 21 frames, 5 times x 8 views per pass.
+
+    The flow of simple_video_sample_4d.py, with n_frames = (T - 1) T + 1 (21 for T = 5):
+    1. Reference views: SV3D (sv3d_u, or sv3d_p with the cameras) turns frame 0 into a 21-view orbit, which is
+       rolled by one so that the input view comes first; views SV4D_SUBSAMPLED_VIEWS (0, 2, 5, ..., 19) become the
+       matrix's time 0 (view 0 is the input frame).
+    2. Anchor frames: one pass over times T - 1, 2 (T - 1), ..., n - 1 (4, 8, 12, 16, 20) with cond_view = the
+       views of time 0 and cond_motion = the input frames at those times.
+    3. Dense windows t0 = 0, T - 1, ... (0, 4, 8, 12, 16) over times t0 ... t0 + T - 1, from fresh noise. The sampler
+       alternates two conditionings step by step: even steps go backward (times reversed, cond_view = the views
+       of t0 + T - 1: an anchor), odd steps forward (cond_view = the views of t0, which the previous window has
+       just regenerated, or SV3D's for t0 = 0). The decoded window overwrites its times in the matrix, anchors
+       and time 0 included, so the next window starts from it.
+    """
+
+    DEFAULTS = {
+        "sv4d": MultiviewDefaults(num_steps=20, guider="SpatiotemporalPredictionGuider", max_cfg=2.0,
+                                  elevation_deg=10.0, camera_model="sv4d", sv3d_preset="sv3d_u"),
+        "tiny_sv4d": MultiviewDefaults(num_steps=4, guider="SpatiotemporalPredictionGuider", max_cfg=2.0,
+                                       elevation_deg=10.0, camera_model="sv4d", sv3d_preset="tiny_sv3d", image_size=32),
+    }
+
+    def __init__(self, engine: DiffusionEngine, defaults: MultiviewDefaults, sv3d: SV3DPipeline, device="cpu",
+                 offload: str | None = None):
+        super().__init__(engine, defaults, device, offload)
+        if self.views != len(SV4D_SUBSAMPLED_VIEWS) - 1:
+            raise ValueError(f"SV4D keeps {len(SV4D_SUBSAMPLED_VIEWS) - 1} of SV3D's views; this engine has "
+                             f"{self.views} views per pass.")
+        self.sv3d = sv3d
+
+    @classmethod
+    def from_preset(cls, name: str, weights=None, sv3d: "str | SV3DPipeline | None" = None, device="cpu",
+                    dtype: torch.dtype = torch.float32, offload: str | None = None) -> "SV4DPipeline":
+        """The preset's pipeline with random weights (tests) or `weights`; `sv3d` is an SV3DPipeline or an SV3D
+        preset name (default: the script's sv3d_u, tiny_sv3d for tiny_sv4d)."""
+        engine = cls.load_engine(name, weights, device, dtype, offload)
+        if not isinstance(sv3d, SV3DPipeline):
+            sv3d = SV3DPipeline.from_preset(sv3d or cls.DEFAULTS[name].sv3d_preset, device=device, dtype=dtype,
+                                            offload=offload)
+        return cls(engine, cls.DEFAULTS[name], sv3d, device, offload)
+
+    @classmethod
+    def from_checkpoint(cls, path, sv3d: "str | Path | SV3DPipeline", preset: str | None = None, device="cpu",
+                        dtype: torch.dtype = torch.float32, offload: str | None = None) -> "SV4DPipeline":
+        """Load sv4d.safetensors strictly, and SV3D from `sv3d` (a checkpoint path, e.g. sv3d_u.safetensors,
+        or an SV3DPipeline); `preset=None` identifies the SV4D checkpoint from its tensors."""
+        if not isinstance(sv3d, SV3DPipeline):
+            sv3d = SV3DPipeline.from_checkpoint(sv3d, device=device, dtype=dtype, offload=offload)
+        preset = preset or identify_preset(path, list(cls.DEFAULTS))
+        return cls.from_preset(preset, weights=Path(path), sv3d=sv3d, device=device, dtype=dtype, offload=offload)
+
+    @property
+    def num_frames(self) -> int:
+        """Input and output frames: T anchors every T - 1 frames after frame 0 (21 for T = 5)."""
+        return (self.frames_per_window - 1) * self.frames_per_window + 1
+
+    def reference_views(self, first_frame: torch.Tensor, trajectory: Trajectory, num_steps: int,
+                        encoding_t, decoding_t, seed, callback, progress) -> torch.Tensor:
+        """Step 1: SV3D's orbit of `first_frame` (1 3 H W), input view first, subsampled: `9 3 H W` in [-1, 1]."""
+        sv3d = self.sv3d
+        cameras = (trajectory.elevations_deg, trajectory.azimuths_deg) if sv3d.takes_cameras else (None, None)
+        values = sv3d.conditions(SV3D_NUM_FRAMES, *cameras)  # SV3D's cond_aug 1e-5, as the SV4D script's
+        sampler = sv3d.make_sampler(SV3D_NUM_FRAMES, num_steps, progress=progress)
+        orbit = sv3d.generate(first_frame, values, SV3D_NUM_FRAMES, sampler, decoding_t=decoding_t,
+                              encoding_t=encoding_t, generator=generator_for(seed, sv3d.placement.device),
+                              callback=callback).decoded
+        orbit = torch.roll(orbit.float().clamp(-1.0, 1.0), 1, dims=0)  # the input view (last) moves first
+        return orbit[list(SV4D_SUBSAMPLED_VIEWS)].cpu()
+
+    def sample_dense_window(self, sampler, forward: Window, backward: Window, noise: torch.Tensor,
+                            generator: torch.Generator, callback) -> torch.Tensor:
+        """Step 3's sampling: one sampler run whose steps alternate backward (even) and forward (odd) conditioning.
+
+        The latents stay in forward (t v) order; a backward step denoises them with the times reversed and puts
+        the result back. The Euler update is element-wise, so this is the script's per-step gather / scatter of
+        its latent matrix; the guider's per-frame scales follow the order of each direction, as in the script.
+        """
+        times_reversed = rearrange(torch.arange(len(noise)), "(t v) -> t v", v=self.views).flip(0).flatten()
+        step = 0  # the step being taken; the sampler's callback moves it on
+
+        def guided(x, sigma, window: Window):
+            sigma_batch = x.new_ones([x.shape[0]]) * sigma  # as BaseSampler.__call__ does
+            return sampler.denoise(x, self.denoiser(window), sigma_batch, window.c, window.uc)
+
+        def model(x, sigma):
+            if step % 2:
+                return guided(x, sigma, forward)
+            return guided(x[times_reversed], sigma, backward)[times_reversed]  # reversing twice restores the order
+
+        def after_step(x, denoised, sigma, index):
+            nonlocal step
+            step = index + 1
+            if callback is not None:
+                callback(x, denoised, sigma, index)
+
+        def fresh_noise(like):  # only for samplers that inject noise; Euler without churn never calls it
+            return torch.randn(like.shape, generator=generator).to(like)
+
+        sigmas = sampler.discretization(sampler.num_steps, device=noise.device)
+        x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0)  # unit noise -> noise at sigma_0, as BaseSampler.__call__
+        with self.placement.use(self.engine.model):
+            return sampler.sample(model, x, sigmas, fresh_noise, after_step)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        video,  # uint8 [frames, H, W, 3] or a path (minigen.io.read_video): the first 21 frames are used
+        num_steps: int | None = None,  # sampler steps of every pass, SV3D's included (default 20)
+        elevations_deg=None,  # one number or one per SV3D view (21), degrees above the horizon (default 10)
+        azimuths_deg=None,  # 21 SV3D views, degrees, going round in order (default: a full turn, the input last)
+        encoding_t: int | None = 8,  # frames per call of the conditioners' VAE encoders
+        decoding_t: int | None = 4,  # frames per decoder call
+        seed: int | None = 23,
+        min_cfg: float | None = None,  # the spatiotemporal guider's smallest scale (default 1.0)
+        max_cfg: float | None = None,  # its largest scale (the script's cfg, default 2.0)
+        callback=None,  # callback(x, denoised, sigma, step) after every sampler step of every pass
+        progress: bool = True,
+    ) -> np.ndarray:
+        """The 8 novel-view videos as uint8 `[8, 21, H, W, 3]` (view order of SV4D_SUBSAMPLED_VIEWS[1:])."""
+        check_count("encoding_t", encoding_t)
+        check_count("decoding_t", decoding_t)
+        T, num_frames = self.frames_per_window, self.num_frames
+        frames = self.video_frames(video, num_frames)  # N 3 H W
+        if len(frames) > num_frames:
+            warnings.warn(f"The video has {len(frames)} frames; SV4D uses the first {num_frames}.", stacklevel=2)
+            frames = frames[:num_frames]
+        trajectory = self.cameras(elevations_deg, azimuths_deg, SV3D_NUM_FRAMES)
+        cameras = sv4d_camera_inputs(trajectory, num_times=T)  # the 8 kept views, repeated for each time
+        num_steps = self.defaults.num_steps if num_steps is None else num_steps
+        sampler = self.make_sampler(num_steps, min_cfg, max_cfg, progress)
+        generator = generator_for(seed, "cpu")
+
+        images = torch.zeros(num_frames, self.views + 1, *frames.shape[1:])  # t v 3 H W, the image matrix
+        images[0] = self.reference_views(frames[:1], trajectory, num_steps, encoding_t, decoding_t, seed, callback,
+                                         progress)
+        images[:, 0] = frames
+
+        def conditioning(times: torch.Tensor, views_at: int) -> Window:
+            return self.window_conditioning(frames[times], images[views_at, 1:], cameras, generator, encoding_t)
+
+        anchors = torch.arange(T - 1, num_frames, T - 1)  # 4, 8, 12, 16, 20
+        noise = self.start_noise(*frames.shape[-2:], generator)
+        latents = self.sample_window(sampler, conditioning(anchors, 0), noise, callback)
+        images[anchors, 1:] = self.decode(latents, decoding_t)
+
+        for t0 in tqdm(range(0, num_frames - 1, T - 1), desc="SV4D dense windows", disable=not progress):
+            times = t0 + torch.arange(T)
+            forward, backward = conditioning(times, t0), conditioning(times.flip(0), t0 + T - 1)
+            noise = self.start_noise(*frames.shape[-2:], generator)
+            latents = self.sample_dense_window(sampler, forward, backward, noise, generator, callback)
+            images[times, 1:] = self.decode(latents, decoding_t)
+        return self.novel_view_videos(images)
+
+
+class SV4D2Pipeline(MultiviewVideoPipeline):
+    """SV4D 2.0: a video -> 4 (the 8-view model: 8) novel-view videos of as many frames, autoregressively.
+
+    The flow of simple_video_sample_4d2.py: no SV3D and no anchors. Windows of T times (12; 5 for the 8-view
+    model) start every T frames (every T - 1 for the 8-view model, so consecutive windows share one time), the
+    last one moved back to end on the last frame. Each window is one pass with cond_motion = the input frames
+    at its times and cond_view = the views the matrix holds at its first time: for the first window nothing yet
+    (cond_view zeroed, image_only_indicator 0), for later ones the views the previous window generated there.
+    Each decoded window overwrites its times in the matrix.
+    """
+
+    DEFAULTS = {
+        # the script picks guider 2, LinearPredictionGuider, which ignores its min_cfg 2.0 (min_scale stays 1.0)
+        "sv4d2": MultiviewDefaults(num_steps=50, guider="LinearPredictionGuider", max_cfg=2.0),
+        "sv4d2_8views": MultiviewDefaults(num_steps=50, guider="SpatiotemporalPredictionGuider", max_cfg=2.5,
+                                          min_cfg=1.5, camera_model="sv4d2_8views", window_overlap=1),
+        "tiny_sv4d2": MultiviewDefaults(num_steps=4, guider="LinearPredictionGuider", max_cfg=2.0, image_size=32),
+    }
+
+    @classmethod
+    def from_preset(cls, name: str, weights=None, device="cpu", dtype: torch.dtype = torch.float32,
+                    offload: str | None = None) -> "SV4D2Pipeline":
+        """The preset's pipeline with random weights (tests, benchmarks) or `weights`, a safetensors file."""
+        return cls(cls.load_engine(name, weights, device, dtype, offload), cls.DEFAULTS[name], device, offload)
+
+    @classmethod
+    def from_checkpoint(cls, path, preset: str | None = None, device="cpu", dtype: torch.dtype = torch.float32,
+                        offload: str | None = None) -> "SV4D2Pipeline":
+        """Load sv4d2.safetensors or sv4d2_8views.safetensors strictly; `preset=None` identifies it (the two share
+        one architecture, so the file name decides, as in the script)."""
+        preset = preset or identify_preset(path, list(cls.DEFAULTS))
+        return cls.from_preset(preset, weights=Path(path), device=device, dtype=dtype, offload=offload)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        video,  # uint8 [frames, H, W, 3] or a path (minigen.io.read_video)
+        num_frames: int | None = None,  # frames to use from the start of the video (default: all; the script's 21)
+        num_steps: int | None = None,  # sampler steps per window (default 50)
+        elevations_deg=None,  # one number or one per view (input view first), degrees, relative to the input's
+        azimuths_deg=None,  # one per view (input view first), degrees, going round in order (default: script's)
+        encoding_t: int | None = 8,  # frames per call of the conditioners' VAE encoders
+        decoding_t: int | None = 4,  # frames per decoder call
+        seed: int | None = 23,
+        min_cfg: float | None = None,  # the guider's smallest scale (default 1.0; 8-view model 1.5)
+        max_cfg: float | None = None,  # its largest scale (the script's cfg: 2.0; 8-view model 2.5)
+        callback=None,  # callback(x, denoised, sigma, step) after every sampler step of every window
+        progress: bool = True,
+    ) -> np.ndarray:
+        """The novel-view videos as uint8 `[V, num_frames, H, W, 3]`."""
+        check_count("num_frames", num_frames)
+        check_count("encoding_t", encoding_t)
+        check_count("decoding_t", decoding_t)
+        T = self.frames_per_window
+        if num_frames is not None and num_frames < T:
+            raise ValueError(f"num_frames={num_frames}: one pass covers {T} times, so at least {T} are needed.")
+        frames = self.video_frames(video, num_frames or T)[:num_frames]  # t 3 H W
+        trajectory = self.cameras(elevations_deg, azimuths_deg, self.views + 1)
+        cameras = sv4d2_camera_inputs(trajectory, num_times=T)  # the novel views relative to the input's, per time
+        num_steps = self.defaults.num_steps if num_steps is None else num_steps
+        sampler = self.make_sampler(num_steps, min_cfg, max_cfg, progress)
+        generator = generator_for(seed, "cpu")
+
+        images = torch.zeros(len(frames), self.views + 1, *frames.shape[1:])  # t v 3 H W; no views at first
+        images[:, 0] = frames
+        starts = window_starts(len(frames), T, T - self.defaults.window_overlap)
+        for t0 in tqdm(starts, desc="SV4D 2.0 windows", disable=not progress):
+            times = t0 + torch.arange(T)
+            window = self.window_conditioning(frames[times], images[t0, 1:], cameras, generator, encoding_t,
+                                              with_views=t0 > 0)
+            latents = self.sample_window(sampler, window, self.start_noise(*frames.shape[-2:], generator), callback)
+            images[times, 1:] = self.decode(latents, decoding_t)
+        return self.novel_view_videos(images)
