@@ -24,11 +24,24 @@ from minigen.nn.unet import set_gradient_checkpointing  # noqa: E402
 from minigen.presets import get_preset  # noqa: E402
 
 GIB = 2**30
-# preset: (frames per sample, latent height, latent width, extra network inputs)
+# preset: frames per sample (times x views for multi-view models), latent size, context tokens, video / views
 NETWORK_CASES = {
-    "svd": dict(frames=14, height=72, width=128),
-    "sd_xl_base": dict(frames=1, height=128, width=128),
+    "svd": dict(frames=14, height=72, width=128, tokens=1, video=True),
+    "sd_xl_base": dict(frames=1, height=128, width=128, tokens=77),
     "sv4d2": dict(frames=12 * 4, height=72, width=72, views=4),
+}
+# the same for every official network, for benchmarks/full_scale.py --dry-run (shapes only)
+ALL_NETWORK_CASES = {
+    **NETWORK_CASES,
+    **{name: dict(frames=14, height=72, width=128, tokens=1, video=True) for name in ("svd_image_decoder",)},
+    **{name: dict(frames=25, height=72, width=128, tokens=1, video=True) for name in ("svd_xt", "svd_xt_1_1")},
+    **{name: dict(frames=21, height=72, width=72, tokens=1, video=True) for name in ("sv3d_u", "sv3d_p")},
+    "sd_2_1": dict(frames=1, height=64, width=64, tokens=77),
+    "sd_2_1_768": dict(frames=1, height=96, width=96, tokens=77),
+    "sd_xl_refiner": dict(frames=1, height=128, width=128, tokens=77),
+    "sd_xl_turbo": dict(frames=1, height=64, width=64, tokens=77),
+    "sv4d": dict(frames=5 * 8, height=72, width=72, views=8),
+    "sv4d2_8views": dict(frames=5 * 8, height=72, width=72, views=8),
 }
 
 
@@ -45,28 +58,27 @@ def timed(function, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def network_inputs(name: str, network, dtype, copies: int = 2) -> dict:
+def network_inputs(name: str, network, dtype, copies: int = 2, device="cuda") -> dict:
     """A batch of `copies` x frames (2: a guided pass) of the right shapes for the preset's network."""
-    case, config = NETWORK_CASES[name], get_preset(name).network
+    case, config = ALL_NETWORK_CASES[name], get_preset(name).network
     batch = copies * case["frames"]
-    x = torch.randn(batch, config.in_channels, case["height"], case["width"], device="cuda", dtype=dtype)
-    inputs = {"x": x, "timesteps": torch.rand(batch, device="cuda", dtype=dtype)}
+    x = torch.randn(batch, config.in_channels, case["height"], case["width"], device=device, dtype=dtype)
+    inputs = {"x": x, "timesteps": torch.rand(batch, device=device, dtype=dtype)}
     context_dim = config.context_dim if isinstance(config.context_dim, int) else config.context_dim[0]
-    if name == "sv4d2":
+    if "views" in case:
         times = case["frames"] // case["views"]
-        inputs["context"] = torch.randn(copies, times, context_dim, device="cuda", dtype=dtype)
-        inputs["cond_view"] = torch.randn(copies * case["views"], 4, case["height"], case["width"], device="cuda",
+        inputs["context"] = torch.randn(copies, times, context_dim, device=device, dtype=dtype)
+        inputs["cond_view"] = torch.randn(copies * case["views"], 4, case["height"], case["width"], device=device,
                                           dtype=dtype)
-        inputs["cond_motion"] = torch.randn(copies * times, 4, case["height"], case["width"], device="cuda",
+        inputs["cond_motion"] = torch.randn(copies * times, 4, case["height"], case["width"], device=device,
                                             dtype=dtype)
     else:
-        tokens = 1 if name == "svd" else 77
-        inputs["context"] = torch.randn(batch, tokens, context_dim, device="cuda", dtype=dtype)
+        inputs["context"] = torch.randn(batch, case["tokens"], context_dim, device=device, dtype=dtype)
     if getattr(config, "adm_in_channels", None):
-        inputs["y"] = torch.randn(batch, config.adm_in_channels, device="cuda", dtype=dtype)
-    if name == "svd":
+        inputs["y"] = torch.randn(batch, config.adm_in_channels, device=device, dtype=dtype)
+    if case.get("video"):
         inputs["num_video_frames"] = case["frames"]
-        inputs["image_only_indicator"] = torch.zeros(copies, case["frames"], device="cuda", dtype=dtype)
+        inputs["image_only_indicator"] = torch.zeros(copies, case["frames"], device=device, dtype=dtype)
     return inputs
 
 
