@@ -121,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 def load_pipeline(args, model: Model):
     pipeline_class = getattr(importlib.import_module(f"minigen.pipelines.{model.module}"), model.pipeline)
     options = {"device": args.device, "dtype": DTYPES[args.dtype], "offload": "model" if args.offload else None}
-    if args.model == "sv4d":
-        sv3d = args.sv3d_checkpoint or ("sv3d_u" if args.checkpoint else "tiny_sv3d")
-        options["sv3d"] = sv3d
+    if args.model == "sv4d":  # SV4D's reference views come from an SV3D model
+        if args.checkpoint and not args.sv3d_checkpoint:
+            raise ValueError("sv4d needs --sv3d-checkpoint (an SV3D_u or SV3D_p file) for its reference views.")
+        options["sv3d"] = args.sv3d_checkpoint or "tiny_sv3d"
     if args.checkpoint:
         return pipeline_class.from_checkpoint(args.checkpoint, preset=None if args.model != "sv4d" else model.preset,
                                               **options)

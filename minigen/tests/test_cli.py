@@ -82,3 +82,21 @@ def test_inspect_reports_parts(tmp_path, capsys):
 def test_python_dash_m_minigen_runs():
     result = subprocess.run([sys.executable, "-m", "minigen", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "sample" in result.stdout and "inspect" in result.stdout
+
+
+@pytest.mark.parametrize("model, preset, frames, views", [("sv4d", "tiny_sv4d", 7, 8), ("sv4d2", "tiny_sv4d2", 3, 4)])
+def test_multiview_models_write_views_side_by_side(tmp_path, model, preset, frames, views):
+    video = np.random.default_rng(1).integers(0, 256, (frames, 64, 64, 3), dtype=np.uint8)
+    source = io.write_video(video, tmp_path / "input.gif")
+    output = tmp_path / "views.gif"
+    assert main(["sample", model, "--preset", preset, "--input", str(source), "--output", str(output),
+                 "--steps", "1", "--quiet"]) == 0
+    grid = io.read_video(output)  # time as frames, the views side by side
+    assert grid.shape == (frames, 64, views * 64, 3)
+
+
+def test_sv4d_with_a_checkpoint_needs_the_sv3d_one(tmp_path, capsys):
+    video = io.write_video(np.zeros((3, 64, 64, 3), np.uint8), tmp_path / "input.gif")
+    code = main(["sample", "sv4d", "--checkpoint", str(tmp_path / "sv4d.safetensors"), "--input", str(video),
+                 "--output", str(tmp_path / "o.gif")])
+    assert code == 2 and "--sv3d-checkpoint" in capsys.readouterr().err
