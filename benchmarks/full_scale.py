@@ -113,7 +113,8 @@ def report(path: str) -> None:
              f"Device: {results['device']}, torch {results['torch']}. Written by `python benchmarks/full_scale.py "
              "run results.json` on the GPU, then `... report results.json`. One sample per row at the official "
              "defaults unless the row says otherwise; the VAE runs in float32 as in the reference. Random weights "
-             "give meaningless pictures but the real amount of work.", "",
+             "give meaningless pictures but the real amount of work. The first row also pays the process's CUDA "
+             "warm-up, so compare memory across rows and time within a model.", "",
              "| run | seconds per sample | peak GPU memory (GiB) |", "|---|---|---|"]
     lines += [f"| {row['label']} | {row['seconds']:.1f} | {row['peak_gib']:.1f} |" for row in results["pipelines"]]
     loading = results["loading"]
