@@ -20,9 +20,20 @@ import numpy as np
 import torch
 
 from .. import diffusion
-from .common import Placement, check_size, frames_to_uint8, generator_for, image_to_tensor, make_sampler
+from .common import (
+    Placement,
+    cast_engine,
+    check_count,
+    check_number,
+    check_size,
+    frames_to_uint8,
+    generator_for,
+    identify_preset,
+    image_to_tensor,
+    input_keys,
+    make_sampler,
+)
 from .engine import DiffusionEngine
-from .video_common import cast_engine, check_count, check_number, identify_preset, input_keys
 
 SIZE_MULTIPLE = 64  # pixels: the VAE divides sizes by 8 and the UNet's levels by up to 8 more
 LATENT_FACTOR = 8  # pixels per latent, for every official VAE and the tiny ones

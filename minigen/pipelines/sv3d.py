@@ -16,7 +16,8 @@ import torch
 
 from ..camera import Trajectory, orbit_azimuths_deg, validate_cameras
 from ..preprocess import prepare_object_image
-from .video_common import ImageToVideoPipeline, VideoDefaults, check_count, check_number, input_keys
+from .common import check_count, check_number, input_keys
+from .video_common import ImageToVideoPipeline, VideoDefaults
 
 DEFAULT_ELEVATION_DEG = 10.0  # the script's elevations_deg
 

@@ -36,10 +36,19 @@ from ..camera import (
     validate_cameras,
 )
 from ..io import read_video
-from .common import Placement, frames_to_uint8, generator_for, image_to_tensor, make_sampler
+from .common import (
+    Placement,
+    cast_engine,
+    check_count,
+    frames_to_uint8,
+    generator_for,
+    identify_preset,
+    image_to_tensor,
+    make_sampler,
+)
 from .engine import MULTIVIEW_KEYS, DiffusionEngine
 from .sv3d import SV3DPipeline
-from .video_common import cast_engine, check_count, decode_latents, encoding_chunks, identify_preset, latent_shape
+from .video_common import decode_latents, encoding_chunks, latent_shape
 
 # embeddings zeroed in the unconditional branch: the input frames and the reference views (force_uc_zero_embeddings)
 FORCE_UC_ZERO_EMBEDDINGS = ("cond_frames", "cond_frames_without_noise", "cond_view", "cond_motion")

@@ -13,7 +13,8 @@ import warnings
 
 import numpy as np
 
-from .video_common import ImageToVideoPipeline, VideoDefaults, check_count, check_number
+from .common import check_count, check_number
+from .video_common import ImageToVideoPipeline, VideoDefaults
 
 TINY_IMAGE_SIZE = (64, 64)
 

@@ -10,7 +10,6 @@ Taught in notebook 07. Reference: `sample` in scripts/sampling/simple_video_samp
 """
 
 import contextlib
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +17,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from einops import repeat
-from safetensors import safe_open
 
 from .. import diffusion
-from ..checkpoint import inspect_checkpoint
 from ..conditioning import GeneralConditioner, VideoPredictionEmbedderWithEncoder
 from ..nn.autoencoder import AutoencoderKL
-from ..presets import official_preset_names, state_dict_table
-from .common import Placement, frames_to_uint8, generator_for, image_to_tensor, make_sampler
+from .common import (
+    Placement,
+    cast_engine,
+    check_count,
+    frames_to_uint8,
+    generator_for,
+    identify_preset,
+    image_to_tensor,
+    input_keys,
+    make_sampler,
+)
 from .engine import DiffusionEngine
 
 # the embeddings zeroed in the unconditional branch: guidance pushes away from "no image"
@@ -65,11 +71,6 @@ class VideoSample:
 
 
 # ---------------------------------------------------------------- the flow, one function per step
-
-
-def input_keys(conditioner: GeneralConditioner) -> list[str]:
-    """The batch entries the conditioner's embedders read, in config order."""
-    return list(dict.fromkeys(key for entry in conditioner.entries for key in entry.keys))
 
 
 def build_batch(values: dict, keys: list[str], num_frames: int, device) -> dict:
@@ -138,64 +139,6 @@ def decode_latents(first_stage: AutoencoderKL, latents: torch.Tensor, decoding_t
                    num_frames: int) -> torch.Tensor:
     """Latents -> frames, `decoding_t` frames per decoder call (the temporal decoder mixes frames within a call)."""
     return first_stage.decode(latents, chunk_size=decoding_t, num_frames=num_frames)
-
-
-# ---------------------------------------------------------------- loading
-
-
-def identify_preset(path, candidates) -> str:
-    """Which of `candidates` (preset names) the checkpoint at `path` holds, from its tensor names and shapes.
-
-    Official files are compared with the bundled manifests, course checkpoints with the tiny presets.
-    svd, svd_xt and svd_xt_1_1 share one architecture: the file name decides (svd_xt_1_1.safetensors).
-    """
-    info = inspect_checkpoint(path)
-    matches = [name for name in info.matches if name in candidates]
-    if not matches:
-        with safe_open(str(path), framework="pt") as handle:
-            shapes = {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
-        course_presets = [name for name in candidates if name not in official_preset_names()]
-        matches = [name for name in course_presets
-                   if {key: entry["shape"] for key, entry in state_dict_table(name).items()} == shapes]
-    if len(matches) > 1:
-        named = [name for name in matches if name in Path(path).stem]
-        matches = [max(named, key=len)] if named else matches
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise ValueError(f"{path} fits {', '.join(matches)} (same architecture, different defaults); "
-                         "pass preset= to say which.")
-    found = f"it holds {', '.join(info.matches)}" if info.matches else f"closest official model: {info.closest}"
-    raise ValueError(f"{path} is none of {', '.join(candidates)} ({found}); pass preset= or use the pipeline "
-                     "of that model.")
-
-
-def cast_engine(engine: DiffusionEngine, dtype: torch.dtype) -> DiffusionEngine:
-    """Network and conditioner in `dtype`; every VAE (the first stage and the conditioner's encoder) stays
-    float32, as the reference's disable_first_stage_autocast / disable_encoder_autocast keep them."""
-    engine.model.to(dtype)
-    if engine.conditioner is not None:
-        engine.conditioner.to(dtype)
-    for module in engine.modules():
-        if isinstance(module, AutoencoderKL):
-            module.float()
-    return engine
-
-
-# ---------------------------------------------------------------- checks
-
-
-def check_count(name: str, value, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1{' or None' if allow_none else ''}, got {value!r}.")
-
-
-def check_number(name: str, value, minimum: float = 0.0) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
-            or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}.")
 
 
 class ImageToVideoPipeline:

@@ -13,11 +13,12 @@ import torch
 from safetensors.torch import save_file
 
 from minigen.nn.autoencoder import AutoencoderKL
-from minigen.pipelines import video_common
+from minigen.pipelines import common
+from minigen.pipelines.common import identify_preset
 from minigen.pipelines.engine import DiffusionEngine
 from minigen.pipelines.sv3d import SV3DPipeline
 from minigen.pipelines.svd import SVDPipeline
-from minigen.pipelines.video_common import ImageToVideoPipeline, identify_preset
+from minigen.pipelines.video_common import ImageToVideoPipeline
 from minigen.presets.conditioners import sv3d, tiny
 from minigen.presets.first_stage import TINY_DDCONFIG
 from minigen.tests.conformance.cases import Case
@@ -326,7 +327,7 @@ def test_same_architecture_checkpoints_are_told_apart_by_file_name(tmp_path, mon
     class Info:  # what inspect_checkpoint says of any of the three official SVD files
         matches, closest = ["svd", "svd_xt", "svd_xt_1_1"], None
 
-    monkeypatch.setattr(video_common, "inspect_checkpoint", lambda path: Info)
+    monkeypatch.setattr(common, "inspect_checkpoint", lambda path: Info)
     candidates = list(SVDPipeline.DEFAULTS)
     assert identify_preset(tmp_path / "svd_xt_1_1.safetensors", candidates) == "svd_xt_1_1"
     assert identify_preset(tmp_path / "svd_xt.safetensors", candidates) == "svd_xt"

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from minigen import diffusion
+from minigen.pipelines.common import input_keys
 from minigen.pipelines.engine import DiffusionEngine
 from minigen.pipelines.sv3d import SV3DPipeline
 from minigen.pipelines.svd import SVDPipeline
-from minigen.pipelines.video_common import VideoDefaults, input_keys
+from minigen.pipelines.video_common import VideoDefaults
 from minigen.presets.conditioners import ConditionerConfig
 from minigen.presets.denoisers import DenoiserConfig
 from minigen.presets.first_stage import FirstStageConfig
