@@ -86,13 +86,13 @@ def test_python_dash_m_minigen_runs():
 
 @pytest.mark.parametrize("model, preset, frames, views", [("sv4d", "tiny_sv4d", 7, 8), ("sv4d2", "tiny_sv4d2", 3, 4)])
 def test_multiview_models_write_views_side_by_side(tmp_path, model, preset, frames, views):
-    video = np.random.default_rng(1).integers(0, 256, (frames, 64, 64, 3), dtype=np.uint8)
+    video = np.random.default_rng(1).integers(0, 256, (frames, 32, 32, 3), dtype=np.uint8)  # as trained
     source = io.write_video(video, tmp_path / "input.gif")
     output = tmp_path / "views.gif"
     assert main(["sample", model, "--preset", preset, "--input", str(source), "--output", str(output),
                  "--steps", "1", "--quiet"]) == 0
     grid = io.read_video(output)  # time as frames, the views side by side
-    assert grid.shape == (frames, 64, views * 64, 3)
+    assert grid.shape == (frames, 32, views * 32, 3)
 
 
 def test_sv4d_with_a_checkpoint_needs_the_sv3d_one(tmp_path, capsys):
