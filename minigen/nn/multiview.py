@@ -3,7 +3,7 @@
 A batch holds b samples x t time frames x v camera views, ordered `(b t v)`. After the usual spatial
 attention inside each image, every transformer block lets each pixel attend across the v views (view
 attention) and then across the t time frames (motion attention), each result blended with its own
-weight. Taught in notebook 08; corresponds to `PostHocSpatialTransformerWithTimeMixingAndMotion` in
+weight. Taught in notebook 04; corresponds to `PostHocSpatialTransformerWithTimeMixingAndMotion` in
 the reference's `sgm/modules/spacetime_attention.py` and `PostHocResBlockWithTime` in
 `sgm/modules/diffusionmodules/video_model.py`.
 """

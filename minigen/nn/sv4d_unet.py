@@ -3,7 +3,7 @@
 Same module tree as the image UNet, with `ResBlockWithTime` for every ResBlock and
 `MultiviewTransformer` for every transformer (see `multiview.py`). The batch holds b samples x t time
 frames x v views ordered `(b t v)`; `context` has one CLIP token per time frame and `cond_view` the
-latents of the v reference views. Taught in notebook 08; corresponds to `SpatialUNetModelWithTime` in
+latents of the v reference views. Taught in notebook 04; corresponds to `SpatialUNetModelWithTime` in
 the reference's `sgm/modules/diffusionmodules/video_model.py`.
 """
 

@@ -2,7 +2,7 @@
 
 Each spatial layer (ResBlock, SpatialTransformer) is followed by a temporal twin that mixes the
 `num_video_frames` frames of each video, and an AlphaBlender merges the two outputs:
-`alpha * spatial + (1 - alpha) * temporal`. Video tensors are `(b t) c h w`. Taught in notebook 05;
+`alpha * spatial + (1 - alpha) * temporal`. Video tensors are `(b t) c h w`. Taught in notebook 04;
 corresponds to `sgm/modules/video_attention.py`, `VideoResBlock` in
 `sgm/modules/diffusionmodules/video_model.py` and `AlphaBlender` in `.../diffusionmodules/util.py`.
 """

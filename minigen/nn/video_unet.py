@@ -2,7 +2,7 @@
 
 Same module tree as `UNetModel`, but each ResBlock is a `VideoResBlock` and each transformer a
 `SpatialVideoTransformer` (see `video.py`). Frames travel as a batch `(b t) c h w` with
-`num_video_frames` = t. Taught in notebook 05; corresponds to `VideoUNet` in the reference's
+`num_video_frames` = t. Taught in notebook 04; corresponds to `VideoUNet` in the reference's
 `sgm/modules/diffusionmodules/video_model.py`.
 """
 

@@ -5,7 +5,8 @@
 
 SV3D_u orbits at the input's elevation; SV3D_p takes one camera per frame (elevation and azimuth in degrees,
 converted with minigen.camera: polar = 90 - elevation, azimuths relative to the last frame, the input view).
-The orbit ends on the input view, so its last frame is replaced by the input image. Taught in notebook 07.
+The orbit ends on the input view, so its last frame is replaced by the input image.
+Used by the second half of the course (the video notebooks).
 Reference: scripts/sampling/simple_video_sample.py (the sv3d branches) and scripts/sampling/configs/sv3d_*.yaml.
 """
 

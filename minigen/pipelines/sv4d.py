@@ -12,7 +12,8 @@ token per time, and the frame itself for each of its views) and on V views of th
 (`cond_view`), plus the V cameras. The results fill an image matrix `images[t, v]` (`t v 3 H W`, view 0 is
 the input video) that later passes read their `cond_view` from. The input frames must already be
 square, centred objects on white (minigen.preprocess.prepare_object_image does one frame).
-Taught in notebook 08. Reference: scripts/sampling/simple_video_sample_4d.py, simple_video_sample_4d2.py,
+Used by the second half of the course (the video notebooks).
+Reference: scripts/sampling/simple_video_sample_4d.py, simple_video_sample_4d2.py,
 scripts/demo/sv4d_helpers.py and scripts/sampling/configs/sv4d*.yaml.
 """
 

@@ -5,7 +5,9 @@
 
 Besides the image, the model is conditioned on three numbers per frame: `fps_id` (frame rate - 1 of the
 training clip), `motion_bucket_id` (how much it moves, 0-255) and `cond_aug` (the noise added to the
-image the VAE encodes). Taught in notebook 07. Reference: scripts/sampling/simple_video_sample.py and
+image the VAE encodes).
+Used by the second half of the course (the video notebooks).
+Reference: scripts/sampling/simple_video_sample.py and
 scripts/sampling/configs/svd*.yaml.
 """
 

@@ -5,7 +5,8 @@ One conditioning image becomes a batch of per-frame conditions; the conditioner 
 `num_frames` latents down from noise, guided frame by frame; the first stage decodes them in chunks of
 `decoding_t` frames. `ImageToVideoPipeline` wraps the flow with loading, dtypes, offload, seeds and
 input checks; `SVDPipeline` (svd.py) and `SV3DPipeline` (sv3d.py) only add their own conditions.
-Taught in notebook 07. Reference: `sample` in scripts/sampling/simple_video_sample.py and
+Used by the second half of the course (the video notebooks).
+Reference: `sample` in scripts/sampling/simple_video_sample.py and
 `DiffusionEngine.decode_first_stage` in sgm/models/diffusion.py.
 """
 

@@ -3,7 +3,7 @@
 `SpatialUNetConfig` holds `SpatialUNetModelWithTime`'s keyword arguments (the configs'
 `network_config.params`, one field each, same names and defaults as the constructor); `build()` returns
 the minigen module. tiny_sv4d and tiny_sv4d2 follow the same code paths with 32-64 channels.
-Taught in notebook 08. Reference: `network_config` in scripts/sampling/configs/sv4d*.yaml.
+Taught in notebook 04. Reference: `network_config` in scripts/sampling/configs/sv4d*.yaml.
 """
 
 from dataclasses import asdict, dataclass, replace
