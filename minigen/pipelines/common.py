@@ -169,3 +169,39 @@ def check_number(name: str, value, minimum: float = 0.0) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
             or value < minimum:
         raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}.")
+
+
+class Pipeline:
+    """What every pipeline holds: an engine, its model's defaults and where its modules live; and how to load one.
+
+    Subclasses set DEFAULTS (preset name -> that model's sampling defaults) and give `__call__`.
+    """
+
+    DEFAULTS: dict = {}
+
+    def __init__(self, engine: DiffusionEngine, defaults, device="cpu", offload: str | None = None):
+        self.engine = engine
+        self.defaults = defaults
+        self.placement = Placement(device, offload)
+        self.placement.prepare(engine)
+
+    @classmethod
+    def load_engine(cls, name: str, weights, device, dtype: torch.dtype, offload: str | None) -> DiffusionEngine:
+        """The preset's engine (random weights, or `weights` loaded strictly), network and encoders in `dtype`."""
+        if name not in cls.DEFAULTS:
+            raise ValueError(f"{cls.__name__} runs {', '.join(cls.DEFAULTS)}; got {name!r}.")
+        engine = DiffusionEngine.from_preset(name, device="cpu" if offload else device, weights=weights)
+        return cast_engine(engine, dtype)
+
+    @classmethod
+    def from_preset(cls, name: str, weights=None, device="cpu", dtype: torch.dtype = torch.float32,
+                    offload: str | None = None):
+        """The preset's pipeline with random weights (tests, benchmarks) or `weights`, a safetensors file."""
+        return cls(cls.load_engine(name, weights, device, dtype, offload), cls.DEFAULTS[name], device, offload)
+
+    @classmethod
+    def from_checkpoint(cls, path, preset: str | None = None, device="cpu", dtype: torch.dtype = torch.float32,
+                        offload: str | None = None):
+        """Load an official (or course) checkpoint strictly; `preset=None` identifies it from its tensors."""
+        preset = preset or identify_preset(path, list(cls.DEFAULTS))
+        return cls.from_preset(preset, weights=Path(path), device=device, dtype=dtype, offload=offload)

@@ -21,8 +21,7 @@ import torch
 
 from .. import diffusion
 from .common import (
-    Placement,
-    cast_engine,
+    Pipeline,
     check_count,
     check_number,
     check_size,
@@ -33,7 +32,6 @@ from .common import (
     input_keys,
     make_sampler,
 )
-from .engine import DiffusionEngine
 
 SIZE_MULTIPLE = 64  # pixels: the VAE divides sizes by 8 and the UNet's levels by up to 8 more
 LATENT_FACTOR = 8  # pixels per latent, for every official VAE and the tiny ones
@@ -151,7 +149,7 @@ def conditioner_batches(keys: list[str], prompts: list[str], negative_prompts: l
 # ---------------------------------------------------------------- pipelines
 
 
-class TextToImagePipeline:
+class TextToImagePipeline(Pipeline):
     """Prompts -> uint8 images `[N, H, W, 3]` with SD 2.1, SDXL base or the SDXL refiner (and their tiny versions).
 
     `offload="model"` keeps every part on the CPU except while it runs; `dtype` applies to the network and
@@ -166,29 +164,6 @@ class TextToImagePipeline:
         "tiny_sd": TextToImageDefaults(size=64, num_steps=4),
         "tiny_sdxl": TextToImageDefaults(size=64, num_steps=4, zero_empty_negative=True),
     }
-
-    def __init__(self, engine: DiffusionEngine, defaults: TextToImageDefaults, device="cpu",
-                 offload: str | None = None):
-        self.engine = engine
-        self.defaults = defaults
-        self.placement = Placement(device, offload)
-        self.placement.prepare(engine)
-
-    @classmethod
-    def from_preset(cls, name: str, weights=None, device="cpu", dtype: torch.dtype = torch.float32,
-                    offload: str | None = None) -> "TextToImagePipeline":
-        """The preset's pipeline with random weights (tests, benchmarks) or `weights`, a safetensors file."""
-        if name not in cls.DEFAULTS:
-            raise ValueError(f"{cls.__name__} runs {', '.join(cls.DEFAULTS)}; got {name!r}.")
-        engine = DiffusionEngine.from_preset(name, device="cpu" if offload else device, weights=weights)
-        return cls(cast_engine(engine, dtype), cls.DEFAULTS[name], device, offload)
-
-    @classmethod
-    def from_checkpoint(cls, path, preset: str | None = None, device="cpu", dtype: torch.dtype = torch.float32,
-                        offload: str | None = None) -> "TextToImagePipeline":
-        """Load an official (or course) checkpoint strictly; `preset=None` identifies it from its tensors."""
-        preset = preset or identify_preset(path, list(cls.DEFAULTS))
-        return cls.from_preset(preset, weights=Path(path), device=device, dtype=dtype, offload=offload)
 
     # -- public calls
 

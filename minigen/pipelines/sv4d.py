@@ -38,8 +38,7 @@ from ..camera import (
 )
 from ..io import read_video
 from .common import (
-    Placement,
-    cast_engine,
+    Pipeline,
     check_count,
     frames_to_uint8,
     generator_for,
@@ -102,7 +101,7 @@ def window_starts(num_frames: int, frames_per_window: int, stride: int) -> list[
     return starts
 
 
-class MultiviewVideoPipeline:
+class MultiviewVideoPipeline(Pipeline):
     """What SV4D and SV4D 2.0 share: loading, input checks, cameras, the conditioning of a pass, sampling
     and decoding. Subclasses set DEFAULTS (preset -> MultiviewDefaults) and give the flow in `__call__`."""
 
@@ -110,21 +109,11 @@ class MultiviewVideoPipeline:
 
     def __init__(self, engine: DiffusionEngine, defaults: MultiviewDefaults, device="cpu",
                  offload: str | None = None):
-        self.engine = engine
-        self.defaults = defaults
+        super().__init__(engine, defaults, device, offload)
         self.frames_per_window, self.views = window_shape(engine)  # T, V
         # frame sides must survive the VAE's and the UNet's halvings: 8 x 8 = 64 for the official models
         vae_factor = 2 ** (len(engine.first_stage_model.decoder.up) - 1)
         self.size_multiple = vae_factor * engine.network.downsampling_factor
-        self.placement = Placement(device, offload)
-        self.placement.prepare(engine)
-
-    @classmethod
-    def load_engine(cls, name: str, weights, device, dtype: torch.dtype, offload: str | None) -> DiffusionEngine:
-        if name not in cls.DEFAULTS:
-            raise ValueError(f"{cls.__name__} runs {', '.join(cls.DEFAULTS)}; got {name!r}.")
-        engine = DiffusionEngine.from_preset(name, device="cpu" if offload else device, weights=weights)
-        return cast_engine(engine, dtype)
 
     # -- inputs
 
@@ -406,20 +395,6 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
                                           min_cfg=1.5, camera_model="sv4d2_8views", window_overlap=1),
         "tiny_sv4d2": MultiviewDefaults(num_steps=4, guider="LinearPredictionGuider", max_cfg=2.0, image_size=32),
     }
-
-    @classmethod
-    def from_preset(cls, name: str, weights=None, device="cpu", dtype: torch.dtype = torch.float32,
-                    offload: str | None = None) -> "SV4D2Pipeline":
-        """The preset's pipeline with random weights (tests, benchmarks) or `weights`, a safetensors file."""
-        return cls(cls.load_engine(name, weights, device, dtype, offload), cls.DEFAULTS[name], device, offload)
-
-    @classmethod
-    def from_checkpoint(cls, path, preset: str | None = None, device="cpu", dtype: torch.dtype = torch.float32,
-                        offload: str | None = None) -> "SV4D2Pipeline":
-        """Load sv4d2.safetensors or sv4d2_8views.safetensors strictly; `preset=None` identifies it (the two share
-        one architecture, so the file name decides, as in the script)."""
-        preset = preset or identify_preset(path, list(cls.DEFAULTS))
-        return cls.from_preset(preset, weights=Path(path), device=device, dtype=dtype, offload=offload)
 
     @torch.inference_mode()
     def __call__(

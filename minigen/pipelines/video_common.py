@@ -13,7 +13,6 @@ Reference: `sample` in scripts/sampling/simple_video_sample.py and
 import contextlib
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,12 +22,10 @@ from .. import diffusion
 from ..conditioning import GeneralConditioner, VideoPredictionEmbedderWithEncoder
 from ..nn.autoencoder import AutoencoderKL
 from .common import (
-    Placement,
-    cast_engine,
+    Pipeline,
     check_count,
     frames_to_uint8,
     generator_for,
-    identify_preset,
     image_to_tensor,
     input_keys,
     make_sampler,
@@ -142,35 +139,12 @@ def decode_latents(first_stage: AutoencoderKL, latents: torch.Tensor, decoding_t
     return first_stage.decode(latents, chunk_size=decoding_t, num_frames=num_frames)
 
 
-class ImageToVideoPipeline:
+class ImageToVideoPipeline(Pipeline):
     """One image to `num_frames` frames with an SVD-family engine. Subclasses set DEFAULTS (preset -> defaults),
     `replaces_last_frame`, and give `conditions(num_frames, ...)`: the model's own entries of the batch."""
 
     DEFAULTS: dict[str, VideoDefaults] = {}
     replaces_last_frame = False  # SV3D: the input view is the orbit's last frame, shown as it is
-
-    def __init__(self, engine: DiffusionEngine, defaults: VideoDefaults, device="cpu", offload: str | None = None):
-        self.engine = engine
-        self.defaults = defaults
-        self.placement = Placement(device, offload)
-        self.placement.prepare(engine)
-
-    @classmethod
-    def from_preset(cls, name: str, weights=None, device="cpu", dtype: torch.dtype = torch.float32,
-                    offload: str | None = None) -> "ImageToVideoPipeline":
-        """The preset's pipeline with random weights (tests, benchmarks) or `weights`, a safetensors file."""
-        if name not in cls.DEFAULTS:
-            raise ValueError(f"{cls.__name__} runs {', '.join(cls.DEFAULTS)}; got {name!r}.")
-        load_device = "cpu" if offload else device
-        engine = DiffusionEngine.from_preset(name, device=load_device, weights=weights)
-        return cls(cast_engine(engine, dtype), cls.DEFAULTS[name], device, offload)
-
-    @classmethod
-    def from_checkpoint(cls, path, preset: str | None = None, device="cpu", dtype: torch.dtype = torch.float32,
-                        offload: str | None = None) -> "ImageToVideoPipeline":
-        """Load an official (or course) checkpoint strictly; `preset=None` identifies it from its tensors."""
-        preset = preset or identify_preset(path, list(cls.DEFAULTS))
-        return cls.from_preset(preset, weights=Path(path), device=device, dtype=dtype, offload=offload)
 
     # -- the steps of a call
 
