@@ -112,7 +112,7 @@ def make_mixture(name: str, **kwargs) -> GaussianMixture2D:
 class ToyMLP(nn.Module):
     """A small MLP network F(x, c_noise) for 2D data; the noise input c_noise is one extra input feature."""
 
-    def __init__(self, hidden: int = 256):
+    def __init__(self, hidden: int = 128):
         super().__init__()
         self.layers = nn.Sequential(
             nn.Linear(2 + 1, hidden), nn.SiLU(),
@@ -129,13 +129,13 @@ class ToyMLP(nn.Module):
 def train_toy_denoiser(
     mixture: GaussianMixture2D,
     scaling,
-    steps: int = 2000,
+    steps: int = 1500,
     batch_size: int = 512,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 1e-2,
     sigma_sampler=None,
     loss_weighting=None,
     seed: int = 0,
-    hidden: int = 256,
+    hidden: int = 128,
 ):
     """Train a ToyMLP as `Denoiser(scaling)` on `mixture`; returns (denoiser function, network, losses).
 
