@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .diffusion import Denoiser, EDMSampling, EDMScaling, EDMWeighting, StandardDiffusionLoss
+from .diffusion.training import fit_denoiser
 from .nn.unet import UNetModel
 
 
@@ -82,21 +83,14 @@ def train_class_conditional(
     network = LabelConditionedNetwork(unet)
     denoiser = Denoiser(EDMScaling(sigma_data))
     loss_fn = StandardDiffusionLoss(EDMSampling(), EDMWeighting(sigma_data))
-    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    losses = []
-    network.train()
-    for _ in (progress or iter)(range(steps)):
+
+    def next_batch():
         images, labels = sample_batch(batch_size, generator)
         labels = drop_labels(labels, null_label=num_classes, rate=label_dropout, generator=generator)
-        loss = loss_fn(network, denoiser, lambda batch: {"vector": batch["label"]}, images,
-                       batch={"label": labels}, generator=generator).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    network.eval()
+        return images, {"label": labels}
+
+    losses = fit_denoiser(network, denoiser, loss_fn, next_batch, lambda batch: {"vector": batch["label"]},
+                          steps, learning_rate, generator, progress)
 
     @torch.no_grad()
     def trained_denoiser(x, sigma, cond):

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..diffusion import Denoiser, EDMSampling, EDMWeighting, StandardDiffusionLoss
+from ..diffusion.training import fit_denoiser
 
 
 @dataclass
@@ -148,18 +149,8 @@ def train_toy_denoiser(
     loss_fn = StandardDiffusionLoss(
         sigma_sampler or EDMSampling(), loss_weighting or EDMWeighting(sigma_data=mixture.std)
     )
-    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    losses = []
-    for _ in range(steps):
-        batch = mixture.sample(batch_size, generator=generator)
-        loss = loss_fn(network, denoiser, lambda _: {}, batch, generator=generator).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    network.eval()
+    losses = fit_denoiser(network, denoiser, loss_fn, lambda: (mixture.sample(batch_size, generator=generator), {}),
+                          lambda _: {}, steps, learning_rate, generator)
 
     @torch.no_grad()
     def trained_denoiser(x, sigma, cond=None):

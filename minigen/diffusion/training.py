@@ -126,3 +126,27 @@ class StandardDiffusionLoss(nn.Module):
     def get_loss(self, denoised: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         error = (denoised - target) ** 2 if self.loss_type == "l2" else (denoised - target).abs()
         return (weight * error).reshape(target.shape[0], -1).mean(dim=1)
+
+
+def fit_denoiser(network: nn.Module, denoiser, loss_fn: StandardDiffusionLoss, next_batch, conditioner,
+                 steps: int, learning_rate: float, generator: torch.Generator, progress=None) -> list[float]:
+    """The course's small training loop: Adam with cosine learning-rate decay on the diffusion loss.
+
+    Every step draws a fresh clean batch `x, batch = next_batch()`, and `loss_fn` noises it, denoises it with
+    `denoiser(network, ...)` and weights the error; `conditioner(batch)` gives the network its conditioning.
+    Returns the loss of every step; the network is left in eval mode.
+    """
+    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    losses = []
+    network.train()
+    for _ in (progress or iter)(range(steps)):
+        x, batch = next_batch()
+        loss = loss_fn(network, denoiser, conditioner, x, batch, generator=generator).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    network.eval()
+    return losses
