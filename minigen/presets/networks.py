@@ -16,8 +16,8 @@ from . import register_part
 
 
 @dataclass
-class UNetConfig:
-    """`UNetModel`'s keyword arguments (SD 2.1, SDXL)."""
+class UNetCommonConfig:
+    """The keyword arguments every UNet of the reference starts with, in their order."""
 
     in_channels: int
     model_channels: int
@@ -35,6 +35,12 @@ class UNetConfig:
     num_heads_upsample: int = -1
     use_scale_shift_norm: bool = False
     resblock_updown: bool = False
+
+
+@dataclass
+class UNetConfig(UNetCommonConfig):
+    """`UNetModel`'s keyword arguments (SD 2.1, SDXL)."""
+
     transformer_depth: int | tuple = 1
     context_dim: int | tuple | None = None
     disable_self_attentions: tuple | None = None
@@ -50,25 +56,9 @@ class UNetConfig:
 
 
 @dataclass
-class VideoUNetConfig:
+class VideoUNetConfig(UNetCommonConfig):
     """`VideoUNet`'s keyword arguments (SVD, SVD-XT, SV3D)."""
 
-    in_channels: int
-    model_channels: int
-    out_channels: int
-    num_res_blocks: int
-    attention_resolutions: tuple
-    dropout: float = 0.0
-    channel_mult: tuple = (1, 2, 4, 8)
-    conv_resample: bool = True
-    dims: int = 2
-    num_classes: int | str | None = None
-    use_checkpoint: bool = False
-    num_heads: int = -1
-    num_head_channels: int = -1
-    num_heads_upsample: int = -1
-    use_scale_shift_norm: bool = False
-    resblock_updown: bool = False
     transformer_depth: int | tuple = 1
     transformer_depth_middle: int | None = None
     context_dim: int | None = None

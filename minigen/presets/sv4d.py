@@ -11,28 +11,13 @@ from dataclasses import asdict, dataclass, replace
 from minigen.nn.sv4d_unet import SpatialUNetModelWithTime
 
 from . import register_part
+from .networks import UNetCommonConfig
 
 
 @dataclass
-class SpatialUNetConfig:
+class SpatialUNetConfig(UNetCommonConfig):
     """`SpatialUNetModelWithTime`'s keyword arguments (SV4D, SV4D 2.0)."""
 
-    in_channels: int
-    model_channels: int
-    out_channels: int
-    num_res_blocks: int
-    attention_resolutions: tuple
-    dropout: float = 0.0
-    channel_mult: tuple = (1, 2, 4, 8)
-    conv_resample: bool = True
-    dims: int = 2
-    num_classes: int | str | None = None
-    use_checkpoint: bool = False
-    num_heads: int = -1
-    num_head_channels: int = -1
-    num_heads_upsample: int = -1
-    use_scale_shift_norm: bool = False
-    resblock_updown: bool = False
     use_new_attention_order: bool = False
     use_spatial_transformer: bool = False
     transformer_depth: int | tuple = 1
