@@ -1,8 +1,5 @@
 """The first stage: official layouts, bad input, chunking semantics and CPU offload."""
 
-import gzip
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,13 +7,12 @@ import torch
 from minigen.nn.autoencoder import AutoencoderKL, DiagonalGaussian, VideoDecoder
 from minigen.nn.codec import SCALE_FACTORS, frame_chunks
 from minigen.presets import get_preset, official_preset_names, state_dict_table
+from minigen.tests.official import manifest
 
-MANIFESTS = Path(__file__).parent / "manifests"
 OFFICIAL_FIRST_STAGES = [
     "sd_2_1", "sd_2_1_768", "sd_xl_base", "sd_xl_refiner", "sd_xl_turbo", "svd", "svd_xt", "svd_xt_1_1",
     "svd_image_decoder", "sv3d_u", "sv3d_p", "sv4d", "sv4d2", "sv4d2_8views",
 ]
-MANIFEST_OF = {"sd_xl_turbo": "sd_xl_base"}  # turbo has no manifest: it shares the base layout
 
 
 def first_stage_tensors(table: dict) -> dict:
@@ -27,8 +23,7 @@ def first_stage_tensors(table: dict) -> dict:
 @pytest.mark.parametrize("name", OFFICIAL_FIRST_STAGES)
 def test_official_first_stage_matches_its_manifest(name):
     assert name in official_preset_names()
-    manifest = json.loads(gzip.open(MANIFESTS / f"{MANIFEST_OF.get(name, name)}.json.gz").read())["tensors"]
-    expected = first_stage_tensors(manifest)
+    expected = first_stage_tensors(manifest(name)["tensors"])
     actual = first_stage_tensors(state_dict_table(name))
     assert sorted(set(expected) - set(actual)) == [], "missing keys"
     assert sorted(set(actual) - set(expected)) == [], "unexpected keys"

@@ -1,9 +1,6 @@
 """Conditioning: official layouts, tiny presets, the GeneralConditioner's routing / dropout / unconditional
 twin, input validation, and the text encoders checked against open_clip (and transformers when installed)."""
 
-import gzip
-import json
-from pathlib import Path
 
 import open_clip
 import pytest
@@ -31,10 +28,9 @@ from minigen.diffusion.training import EDMSampling, ZeroSampler
 from minigen.embeddings import timestep_embedding
 from minigen.presets import PART_PREFIXES, conditioners, get_preset, state_dict_table
 from minigen.presets.first_stage import TINY_DDCONFIG, FirstStageConfig
+from minigen.tests.official import manifest_shapes
 
-MANIFESTS = Path(__file__).resolve().parent / "manifests"
 PREFIX = PART_PREFIXES["conditioner"]
-MANIFEST_OF = {"sd_xl_turbo": "sd_xl_base"}  # presets sharing another preset's layout
 TINY_ARCHS = conditioners.TINY_OPEN_CLIP_ARCHS
 
 
@@ -44,18 +40,13 @@ def tiny_archs():
         register_open_clip_arch(name, config)
 
 
-def manifest_conditioner(name: str) -> dict:
-    tensors = json.loads(gzip.open(MANIFESTS / f"{MANIFEST_OF.get(name, name)}.json.gz").read())["tensors"]
-    return {key: entry["shape"] for key, entry in tensors.items() if key.startswith(PREFIX)}
-
-
 # ---------------------------------------------------------------- presets
 
 
 @pytest.mark.parametrize("name", sorted(conditioners.OFFICIAL))
 def test_official_conditioner_reproduces_the_checkpoint_layout(name):
     built = {key: entry["shape"] for key, entry in state_dict_table(name).items() if key.startswith(PREFIX)}
-    assert built == manifest_conditioner(name)
+    assert built == manifest_shapes(name, PREFIX)
 
 
 def frames(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:

@@ -1,7 +1,5 @@
 """The diffusion engine: whole official state dicts, loading checkpoints, the network adapter."""
 
-import gzip
-import json
 from pathlib import Path
 
 import pytest
@@ -11,21 +9,14 @@ from safetensors.torch import save_file
 from minigen.checkpoint import CheckpointError
 from minigen.pipelines import DiffusionEngine
 from minigen.presets import official_preset_names
-
-MANIFESTS = Path(__file__).parent / "manifests"
-SAME_ARCHITECTURE = {"sd_xl_turbo": "sd_xl_base"}  # presets without a manifest of their own
-
-
-def manifest(name: str) -> dict:
-    tensors = json.loads(gzip.decompress((MANIFESTS / f"{name}.json.gz").read_bytes()))["tensors"]
-    return {key: value["shape"] for key, value in tensors.items()}
+from minigen.tests.official import manifest_shapes
 
 
 @pytest.mark.parametrize("name", official_preset_names())
 def test_whole_engine_matches_the_official_manifest(name):
     engine = DiffusionEngine.from_preset(name, meta=True)
     table = {key: list(value.shape) for key, value in engine.state_dict().items()}
-    assert table == manifest(SAME_ARCHITECTURE.get(name, name))
+    assert table == manifest_shapes(name)
 
 
 def tiny_checkpoint(tmp_path, name="tiny_svd") -> tuple[Path, DiffusionEngine]:

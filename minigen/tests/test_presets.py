@@ -1,12 +1,10 @@
 """Network presets: official ones reproduce the checkpoints' layouts; the CLI lists and describes presets."""
 
 import dataclasses
-import gzip
 import inspect
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,23 +16,20 @@ from minigen.presets import (
     networks,
     parameter_count,
     state_dict_table,
+    sv4d,
 )
+from minigen.tests.official import manifest, manifest_shapes
 
-MANIFESTS = Path(__file__).resolve().parent / "manifests"
 NETWORK_PREFIX = PART_PREFIXES["network"]
-# presets whose weights share another preset's layout and have no manifest of their own
-MANIFEST_OF = {"sd_xl_turbo": "sd_xl_base"}
 
 
 def manifest_network(name: str) -> tuple[dict, int]:
     """{key without prefix: shape} of the manifest's network part, and its parameter count."""
-    manifest = json.loads(gzip.open(MANIFESTS / f"{MANIFEST_OF.get(name, name)}.json.gz").read())
-    shapes = {key[len(NETWORK_PREFIX):]: entry["shape"] for key, entry in manifest["tensors"].items()
-              if key.startswith(NETWORK_PREFIX)}
-    return shapes, manifest["param_counts"]["model.diffusion_model"]
+    shapes = {key[len(NETWORK_PREFIX):]: shape for key, shape in manifest_shapes(name, NETWORK_PREFIX).items()}
+    return shapes, manifest(name)["param_counts"]["model.diffusion_model"]
 
 
-@pytest.mark.parametrize("name", sorted(networks.OFFICIAL))
+@pytest.mark.parametrize("name", sorted({**networks.OFFICIAL, **sv4d.OFFICIAL}))
 def test_official_network_reproduces_the_checkpoint_layout(name):
     preset = get_preset(name)
     assert preset.official
