@@ -7,6 +7,7 @@ comparing its tensor table with the bundled manifests. Corresponds to the refere
 `sgm/util.py` checkpoint loading (which uses strict=False and pickle files; minigen does neither).
 """
 
+import functools
 import gzip
 import json
 import re
@@ -193,7 +194,9 @@ class CheckpointInfo:
         return "\n".join(lines)
 
 
+@functools.cache
 def _manifests(manifest_dir: Path) -> dict[str, dict[str, tuple]]:
+    """{preset: {key: shape}} of the bundled manifests, read once per process."""
     tables = {}
     for file in sorted(Path(manifest_dir).glob("*.json.gz")):
         tensors = json.loads(gzip.decompress(file.read_bytes()))["tensors"]
