@@ -112,14 +112,35 @@ class StandardDiffusionLoss(nn.Module):
         """Per-sample losses (shape `b`) of `denoiser(network, ...)` on the clean batch `x`."""
         batch = batch or {}
         cond = conditioner(batch)
-        extra_inputs = {key: batch[key] for key in self.batch2model_keys.intersection(batch)}
-        sigmas = self.sigma_sampler(x.shape[0], generator=generator).to(x.device)  # b
+        sigmas, noise = self.draw_noise(x, generator)
+        return self.denoising_loss(network, denoiser, cond, x, sigmas, noise, self.model_inputs(batch))
+
+    def model_inputs(self, batch: dict) -> dict:
+        """The batch entries named in `batch2model_keys`, which the network receives as keyword inputs."""
+        return {key: batch[key] for key in self.batch2model_keys.intersection(batch)}
+
+    def draw_noise(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                   num_video_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The random half of the loss: the noise levels `sigmas` (b) and the unit noise (shaped like `x`).
+
+        With `num_video_frames`, `x` holds `(b t)` frames and the frames of one video share one sigma.
+        This is minigen.train's deliberate choice, not the reference's (its loss draws one sigma per frame):
+        at inference all frames of a video share one sigma, so the trainer teaches that case.
+        """
+        frames_per_sigma = num_video_frames or 1
+        sigmas = self.sigma_sampler(x.shape[0] // frames_per_sigma, generator=generator).to(x.device)
+        sigmas = sigmas.repeat_interleave(frames_per_sigma)  # b, or (b t) with one sigma per video
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         if self.offset_noise_level > 0.0:
             offset = torch.randn(x.shape[0], generator=generator, dtype=x.dtype).to(x.device)
             noise = noise + self.offset_noise_level * append_dims(offset, x.ndim)
+        return sigmas, noise
+
+    def denoising_loss(self, network, denoiser, cond: dict, x: torch.Tensor, sigmas: torch.Tensor,
+                       noise: torch.Tensor, model_inputs: dict) -> torch.Tensor:
+        """Per-sample losses of denoising `x + sigmas * noise` with `denoiser(network, ...)`."""
         noised = x + noise * append_dims(sigmas, x.ndim)
-        denoised = denoiser(network, noised, sigmas, cond, **extra_inputs)
+        denoised = denoiser(network, noised, sigmas, cond, **model_inputs)
         weight = append_dims(self.loss_weighting(sigmas), x.ndim)
         return self.get_loss(denoised, x, weight)
 
