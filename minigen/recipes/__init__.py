@@ -58,6 +58,7 @@ class Recipe:
       output with per-sample embeddings (crossattn, concat) repeated to every frame, as the pipelines do.
     - `prepare(engine)`: fill the frozen parts (VAE, encoders) before training, e.g. from data/ files.
     - `sample(engine, generator)`: images `n 3 H W` in [-1, 1] for the periodic sample grid.
+    - `build_engine()`: the engine, for a model without a preset (used instead of `from_preset(preset)`).
     """
 
     name: str
@@ -71,6 +72,7 @@ class Recipe:
     condition: Callable | None = None
     prepare: Callable | None = None
     sample: Callable | None = None
+    build_engine: Callable | None = None  # () -> DiffusionEngine; None: DiffusionEngine.from_preset(preset)
 
 
 def recipe_names() -> list[str]:
