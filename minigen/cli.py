@@ -6,12 +6,18 @@
 
 `--preset NAME` instead of `--checkpoint` builds the model with random weights (tiny_* presets run on
 any CPU: for trying the command out). `python -m minigen ...` is the same command.
+
+A folder as --input makes one output per input file in the --output folder, and torchrun shares them out:
+
+    torchrun --nproc_per_node=4 -m minigen sample svd --input photos/ --output clips/ --checkpoint svd.safetensors
 """
 
 import argparse
 import importlib
+import os
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -86,10 +92,21 @@ def add_sample_parser(commands) -> None:
         weights = parser.add_mutually_exclusive_group(required=True)
         weights.add_argument("--checkpoint", type=Path, help="the official .safetensors file")
         weights.add_argument("--preset", help="build this preset with random weights instead (e.g. tiny_svd)")
+        if model.kind == "image":
+            parser.add_argument("--input", required=True,
+                                help="the input image, or a folder of images: one output each, in the --output folder")
+        elif model.kind == "video":
+            parser.add_argument("--input", required=True,
+                                help="the input video (file, folder of frames or pattern), or a folder of video "
+                                     "files: one output each, in the --output folder")
+        parser.add_argument("--output", type=Path, required=True,
+                            help="where to write (.png, .mp4 or .gif); a folder when --input is a folder of inputs")
         if model.kind != "text":
-            parser.add_argument("--input", required=True, help="the input image or video (file, folder or pattern)")
-        parser.add_argument("--output", type=Path, required=True, help="where to write (.png, .mp4 or .gif)")
-        parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+            parser.add_argument("--format", help=f"suffix of the outputs in folder mode: one of "
+                                                 f"{', '.join(io.VIDEO_SUFFIXES)} (default .mp4)")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace --output if it exists (in folder mode: outputs that exist are skipped "
+                                 "without it)")
         parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                             help="where to run (default: cuda when available, else cpu)")
         parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
@@ -128,6 +145,9 @@ def load_pipeline(args, model: Model):
     if args.checkpoint:
         return pipeline_class.from_checkpoint(args.checkpoint, preset=None if args.model != "sv4d" else model.preset,
                                               **options)
+    # A preset without trained weights draws them from the global RNG: seed it, or `--seed 7` twice would build two
+    # different models and give two different outputs (and each torchrun rank would build another model).
+    torch.manual_seed(0)
     return pipeline_class.from_preset(args.preset, **options)
 
 
@@ -143,24 +163,135 @@ def write_output(result, path: Path, fps: float, overwrite: bool) -> list[Path]:
             for index, image in enumerate(result)]
 
 
-def sample(args) -> int:
-    model = MODELS[args.model]
-    if args.output.exists() and not args.overwrite:  # before minutes of sampling, not after
-        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it.")
+def pipeline_call(args, model: Model, source) -> dict:
+    """The pipeline's keyword arguments: the options given (the others keep the model's defaults) and the input."""
     keywords = [OPTIONS[flag][0] for flag in model.flags + COMMON_OPTIONS]
     call = {key: getattr(args, key) for key in keywords if getattr(args, key) is not None}
     if model.kind == "image":  # an object photo to preprocess may carry its cut-out as alpha
-        call["image"] = io.read_image(args.input, keep_alpha=bool(call.get("preprocess")))
+        call["image"] = io.read_image(source, keep_alpha=bool(call.get("preprocess")))
     elif model.kind == "video":
-        call["video"] = io.read_video(args.input)
+        call["video"] = io.read_video(source)
     for key in ("elevations_deg",):  # one elevation may stand for all views
         if key in call and len(call[key]) == 1:
             call[key] = call[key][0]
+    return call
+
+
+def sample(args) -> int:
+    model = MODELS[args.model]
+    inputs = folder_inputs(model, args.input) if model.kind != "text" else None
+    if inputs is not None:
+        return sample_folder(args, model, inputs)
+    if getattr(args, "format", None):
+        raise ValueError("--format is for a folder of inputs; with one input, --output's suffix chooses the format.")
+    if distributed_env()[1] > 1:
+        raise ValueError("Under torchrun, --input must be a folder whose files the ranks share; one input needs "
+                         "one process: run minigen without torchrun.")
+    if args.output.exists() and not args.overwrite:  # before minutes of sampling, not after
+        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it.")
+    call = pipeline_call(args, model, getattr(args, "input", None))
     pipeline = load_pipeline(args, model)
     result = pipeline(**call, progress=not args.quiet)
     for path in write_output(result, args.output, args.fps, args.overwrite):
         print(f"wrote {path}")
     return 0
+
+
+# ---------------------------------------------------------------- folder mode: one output per input, torchrun shards
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) as torchrun sets them in the environment; (0, 1, 0) in a plain process."""
+    return tuple(int(os.environ.get(name, default)) for name, default in
+                 (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+
+
+def total_over_ranks(count: int, world_size: int) -> int:
+    """The sum of `count` over the torchrun ranks, once every rank has called this (a barrier).
+
+    Sharding itself needs no process group: each rank takes every WORLD_SIZE-th input. But torchrun stops all ranks
+    as soon as one exits with an error, so a rank whose inputs failed must wait here for the others to finish theirs.
+    The ranks exchange this one number only, so gloo (on the CPU) serves GPU runs too; the long timeout lets a rank
+    with little to do wait for hours.
+    """
+    if world_size == 1:
+        return count
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", timeout=timedelta(days=7))
+    total = torch.tensor([count])
+    dist.all_reduce(total)
+    dist.destroy_process_group()
+    return int(total)
+
+
+def folder_inputs(model: Model, source) -> list[Path] | None:
+    """The input files of folder mode sorted by name, or None when `source` is one input.
+
+    For image models a folder of images is a batch. For video models a folder of video files is a batch, while a
+    folder of images stays what it always was: the frames of one video.
+    """
+    source = Path(source)
+    if not source.is_dir():
+        return None
+    suffixes = io.IMAGE_SUFFIXES if model.kind == "image" else io.VIDEO_SUFFIXES
+    files = sorted(path for path in source.iterdir() if path.is_file() and path.suffix.lower() in suffixes)
+    if not files and model.kind == "video":
+        return None  # frames of one video
+    if not files:
+        raise FileNotFoundError(f"No input files ({', '.join(suffixes)}) in {source}.")
+    return files
+
+
+def output_paths(args, files: list[Path]) -> list[Path]:
+    """`--output/<input stem><--format>` for every input; every model with folder mode writes videos."""
+    suffix = args.format or ".mp4"
+    suffix = suffix if suffix.startswith(".") else f".{suffix}"
+    if suffix.lower() not in io.VIDEO_SUFFIXES:
+        raise ValueError(f"{args.model} writes videos: --format must be one of {', '.join(io.VIDEO_SUFFIXES)}, "
+                         f"got {args.format!r}.")
+    if args.output.is_file() or args.output.suffix.lower() in io.IMAGE_SUFFIXES + io.VIDEO_SUFFIXES:
+        raise ValueError(f"--input {args.input} is a folder, so --output must name a folder too, got {args.output}.")
+    paths = [args.output / f"{file.stem}{suffix}" for file in files]
+    if len(set(paths)) < len(paths):
+        twins = [file.name for file, path in zip(files, paths) if paths.count(path) > 1]
+        raise ValueError(f"{', '.join(twins)} would write the same output; rename all but one.")
+    return paths
+
+
+def sample_folder(args, model: Model, files: list[Path]) -> int:
+    """Write one output per input file; under torchrun, rank r takes files[r::WORLD_SIZE] (nothing is written twice).
+
+    Every input is sampled with the same --seed (the model's default seed without one), so an input's output is the
+    same whichever rank makes it and however many ranks there are. Outputs that exist are skipped unless
+    --overwrite; an input that fails is reported with its name and the rank goes on with its others. Returns 1 if
+    any input failed on any rank.
+    """
+    rank, world_size, local_rank = distributed_env()
+    prefix = f"rank {rank}: " if world_size > 1 else ""
+    paths = output_paths(args, files)
+    args.output.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for file, path in list(zip(files, paths))[rank::world_size]:
+        if path.exists() and not args.overwrite:
+            print(f"{prefix}skipped {path}: it exists (--overwrite replaces it)", flush=True)
+        else:
+            todo.append((file, path))
+    if args.device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per rank
+        args.device = f"cuda:{local_rank}"
+    pipeline = load_pipeline(args, model) if todo else None
+    failed = 0
+    for file, path in todo:
+        try:
+            result = pipeline(**pipeline_call(args, model, file), progress=not args.quiet)
+            for written in write_output(result, path, args.fps, args.overwrite):
+                print(f"{prefix}wrote {written}", flush=True)
+        except Exception as error:  # noqa: BLE001 - one bad input must not stop the others: report it, go on
+            failed += 1
+            print(f"{prefix}{file.name}: {error}", file=sys.stderr, flush=True)
+    if failed:
+        print(f"{prefix}{failed} of {len(todo)} inputs failed", file=sys.stderr, flush=True)
+    return 1 if total_over_ranks(failed, world_size) else 0
 
 
 def main(argv=None) -> int:
