@@ -254,7 +254,7 @@ def output_paths(args, files: list[Path]) -> list[Path]:
         raise ValueError(f"--input {args.input} is a folder, so --output must name a folder too, got {args.output}.")
     paths = [args.output / f"{file.stem}{suffix}" for file in files]
     if len(set(paths)) < len(paths):
-        twins = [file.name for file, path in zip(files, paths) if paths.count(path) > 1]
+        twins = [file.name for file, path in zip(files, paths, strict=True) if paths.count(path) > 1]
         raise ValueError(f"{', '.join(twins)} would write the same output; rename all but one.")
     return paths
 
@@ -272,7 +272,7 @@ def sample_folder(args, model: Model, files: list[Path]) -> int:
     paths = output_paths(args, files)
     args.output.mkdir(parents=True, exist_ok=True)
     todo = []
-    for file, path in list(zip(files, paths))[rank::world_size]:
+    for file, path in list(zip(files, paths, strict=True))[rank::world_size]:
         if path.exists() and not args.overwrite:
             print(f"{prefix}skipped {path}: it exists (--overwrite replaces it)", flush=True)
         else:
