@@ -133,8 +133,8 @@ def uniform(generator: torch.Generator, low: float, high: float) -> float:
 
 
 def random_colours(generator: torch.Generator, n: int, bright: bool = False) -> torch.Tensor:
-    """`n 3` colours in [0, 1] of random hue: saturated and no paler than 90% value (never near white), or
-    fully saturated at full value (`bright`, for the pole)."""
+    """`n 3` colours in [0, 1] of random hue: saturation at least 0.45 and value 0.5 .. 0.9, so never near white;
+    or fully saturated at full value (`bright`, for the pole)."""
     hue, saturation, value = torch.rand(3, n, generator=generator)
     if bright:
         return hue_to_rgb(hue, torch.ones(n), torch.ones(n))
@@ -199,7 +199,7 @@ def cameras(elevations_deg: torch.Tensor, azimuths_deg: torch.Tensor, radius: fl
 
 def pixel_directions(fov_deg: float, size: int) -> torch.Tensor:
     """Camera-space directions `(h w) 3` through the pixel centres, row 0 at the top; z = -1 (looking along -z)."""
-    half_width = math.tan(math.radians(fov_deg) / 2)
+    half_width = math.tan(math.radians(fov_deg) / 2)  # of the image plane at distance 1 (square: half height too)
     centres = (torch.arange(size) + 0.5) / size * 2 - 1  # -1 .. 1, left to right / top to bottom
     y, x = torch.meshgrid(-centres * half_width, centres * half_width, indexing="ij")  # camera y points up
     return torch.stack([x, y, -torch.ones_like(x)], dim=-1).reshape(-1, 3)
@@ -357,7 +357,7 @@ def trace(objects: list[SceneObject], origins: torch.Tensor, directions: torch.T
     return colours
 
 
-def render(obj: "SceneObject | list[SceneObject]", elevations_deg, azimuths_deg, *, radius: float = RADIUS,
+def render(obj: SceneObject | list[SceneObject], elevations_deg, azimuths_deg, *, radius: float = RADIUS,
            fov_deg: float = FOV_DEG, size: int = 64) -> torch.Tensor:
     """Images `n 3 size size` in [-1, 1] (float32) of the object(s) seen from n cameras on a sphere of `radius`
     round the origin (minigen.camera's convention), on white. One ray per sub-pixel, SUPERSAMPLING^2 per pixel."""

@@ -1,0 +1,79 @@
+"""How fast minigen.data.scenes renders its three datasets on the CPU, at their default sizes.
+
+Samples per second for OrbitDataset (21 views), MovingObjectDataset (3 times x 5 views) and MotionVideoDataset
+(8 frames), all 64 x 64, with 1 and 2 threads. Each figure is the median of REPEATS passes over the same
+SAMPLES items (so every pass renders the same shapes), after one warm-up item. Prints a markdown table and
+writes it, with the machine, to benchmarks/results/renderer.json.
+
+    python benchmarks/renderer.py             # about a minute on 2 idle CPU cores
+    python benchmarks/renderer.py --samples 8 --repeats 1   # a quick look
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from minigen.data.scenes import MotionVideoDataset, MovingObjectDataset, OrbitDataset
+
+RESULTS = Path(__file__).resolve().parent / "results" / "renderer.json"
+DATASETS = {
+    "OrbitDataset (21 views)": OrbitDataset,
+    "MovingObjectDataset (3 x 5 views)": MovingObjectDataset,
+    "MotionVideoDataset (8 frames)": MotionVideoDataset,
+}
+THREADS = (1, 2)
+
+
+def machine() -> str:
+    with open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    return f"{model} ({os.cpu_count()} cores, shared)"
+
+
+def samples_per_second(dataset, samples: int, repeats: int) -> float:
+    """Median rate of reading items 1 .. samples, over `repeats` passes (item 0 warms up)."""
+    dataset[0]
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for index in range(1, samples + 1):
+            dataset[index]
+        seconds.append(time.perf_counter() - start)
+    return samples / statistics.median(seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=40, help="items per pass")
+    parser.add_argument("--repeats", type=int, default=3, help="passes; the median counts")
+    args = parser.parse_args()
+    rates = {}
+    for name, dataset_class in DATASETS.items():
+        dataset = dataset_class(length=args.samples + 1)
+        for threads in THREADS:
+            torch.set_num_threads(threads)
+            rates[f"{name}, {threads} thread{'s' * (threads > 1)}"] = samples_per_second(dataset, args.samples,
+                                                                                       args.repeats)
+    rows = ["| dataset (64 x 64) | " + " | ".join(f"{t} thread{'s' * (t > 1)}" for t in THREADS) + " |",
+            "|---|" + "---:|" * len(THREADS)]
+    for name in DATASETS:
+        cells = [f"{rates[f'{name}, {t} thread' + 's' * (t > 1)]:.1f} samples/s" for t in THREADS]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    table = "\n".join(rows)
+    print(table)
+    print(f"\n{machine()}, torch {torch.__version__}, {args.samples} samples x {args.repeats} passes (median)")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "samples_per_second": rates, "markdown": table, "machine": machine(), "python": platform.python_version(),
+        "torch": torch.__version__, "samples": args.samples, "repeats": args.repeats,
+    }, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
