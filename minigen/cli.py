@@ -15,6 +15,7 @@ A folder as --input makes one output per input file in the --output folder, and 
 import argparse
 import importlib
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from . import io
+from . import train as trainer
 from .checkpoint import CheckpointError, inspect_checkpoint
 
 # the options of each family of pipelines (flags of OPTIONS below)
@@ -132,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sample_parser(commands)
     inspect = commands.add_parser("inspect", help="tell which official model a checkpoint file holds")
     inspect.add_argument("checkpoint", type=Path)
+    train = commands.add_parser("train", help="train a recipe (the same as python -m minigen.train)",
+                                description=trainer.__doc__.split("\n\n")[0])
+    trainer.add_arguments(train)
     return parser
 
 
@@ -295,11 +300,14 @@ def sample_folder(args, model: Model, files: list[Path]) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
         if args.command == "inspect":
             print(inspect_checkpoint(args.checkpoint))
             return 0
+        if args.command == "train":
+            return trainer.run_command(args, command=shlex.join(["minigen", *argv]))
         return sample(args)
     except (CheckpointError, ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"minigen: error: {error}", file=sys.stderr)
