@@ -39,7 +39,9 @@ from .recipes import Recipe, TrainConfig, get_recipe, recipe_names
 
 CHECKPOINT = "checkpoint.safetensors"  # everything a resume needs
 EXPORT = "ema.safetensors"  # the EMA weights of the trained part, under the official keys
-TRAINER_KEYS = ("frames", "num_video_frames", "image_only_indicator")  # batch entries the trainer reads itself
+# batch entries besides the conditioner's that a batch may hold: the clean targets (pixels, or latents cached by
+# the recipe for its `encode`) and the video network's inputs
+TRAINER_KEYS = ("frames", "latents", "num_video_frames", "image_only_indicator")
 MODEL_KEYS = ("num_video_frames", "image_only_indicator")  # batch entries the network receives as they are
 RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every")  # may change when resuming
 NETWORK_PREFIX = "model."  # the NetworkWrapper: the only trainable part (DistributedDataParallel wraps it)
@@ -190,7 +192,7 @@ def check_batch(batch: dict, engine: DiffusionEngine, recipe: Recipe, loss) -> N
     unread = sorted(set(batch) - set(reads) - set(TRAINER_KEYS) - loss.batch2model_keys)
     if missing or unread:
         raise ValueError(f"make_batch gave {sorted(batch)}: missing {missing}, unread {unread}. The conditioner "
-                         f"reads {reads}; the trainer reads {list(TRAINER_KEYS)} and the network (the loss's "
+                         f"reads {reads}; the trainer knows {list(TRAINER_KEYS)} and the network (the loss's "
                          f"batch2model_keys) {sorted(loss.batch2model_keys)}.")
 
 
@@ -309,12 +311,15 @@ def write_loss_plot(path: Path, losses: list[float], buckets: SigmaBuckets) -> N
     figure.savefig(path, dpi=80)
 
 
-def write_sample_grid(path: Path, images: torch.Tensor) -> None:
-    """Images `n 3 h w` in [-1, 1] as one PNG, ceil(sqrt(n)) to a row (black where the grid has no image)."""
+def write_sample_grid(path: Path, images: torch.Tensor, min_width: int = 256) -> None:
+    """Images `n 3 h w` in [-1, 1] as one PNG, ceil(sqrt(n)) to a row (black where the grid has no image);
+    small grids are enlarged (whole pixels) to at least `min_width` pixels, to be seen."""
     columns = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
     padding = images.new_full((rows * columns - len(images), *images.shape[1:]), -1.0)
     grid = rearrange(torch.cat([images.float().clamp(-1, 1), padding]), "(r n) c h w -> (r h) (n w) c", n=columns)
+    zoom = max(1, min_width // grid.shape[1])
+    grid = grid.repeat_interleave(zoom, dim=0).repeat_interleave(zoom, dim=1)
     io.write_image(io.to_uint8(grid.cpu()), path, overwrite=True)
 
 
@@ -422,10 +427,12 @@ class Trainer:
                 batches.append(batch)
                 conds.append(conditioning(self.engine, self.recipe, batch, generator))
             batch, cond = collate(batches), collate(conds)
-            x = self.recipe.encode(self.engine, batch["frames"]).float()  # (b t) c h w
-        rows = [len(part["frames"]) for part in batches]  # frames of each example
-        draws = [self.loss.draw_noise(part, generator, batch.get("num_video_frames"))
-                 for part, generator in zip(x.split(rows), generators, strict=True)]
+            x = self.recipe.encode(self.engine, batch).float()  # (b t) c h w
+        if x.shape[0] % len(batches):
+            raise ValueError(f"encode gave {x.shape[0]} rows for {len(batches)} examples: every example must have "
+                             "the same number of frames.")
+        draws = [self.loss.draw_noise(part, generator, batch.get("num_video_frames"))  # each example's frames
+                 for part, generator in zip(x.chunk(len(batches)), generators, strict=True)]
         sigmas, noise = (torch.cat(parts) for parts in zip(*draws, strict=True))  # (b t), (b t) c h w
         inputs = {**{key: batch[key] for key in MODEL_KEYS if key in batch}, **self.loss.model_inputs(batch)}
         losses = self.loss.denoising_loss(self.network, self.engine.denoiser, cond, x, sigmas, noise, inputs)

@@ -71,8 +71,8 @@ def make_batch(examples: list[tuple], generator: torch.Generator) -> dict:
     return {"frames": torch.stack(images), "label": torch.stack(labels)}  # b 3 h w, b
 
 
-def encode(engine: DiffusionEngine, frames: torch.Tensor) -> torch.Tensor:
-    return frames  # the model denoises pixels: no first stage
+def encode(engine: DiffusionEngine, batch: dict) -> torch.Tensor:
+    return batch["frames"]  # the model denoises pixels: no first stage
 
 
 def loss() -> StandardDiffusionLoss:
