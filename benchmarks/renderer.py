@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=40, help="items per pass")
     parser.add_argument("--repeats", type=int, default=3, help="passes; the median counts")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]  # other work on a shared machine slows the 2-thread figures most
     rates = {}
     for name, dataset_class in DATASETS.items():
         dataset = dataset_class(length=args.samples + 1)
@@ -67,11 +68,13 @@ def main() -> None:
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(rows)
     print(table)
-    print(f"\n{machine()}, torch {torch.__version__}, {args.samples} samples x {args.repeats} passes (median)")
+    print(f"\n{machine()}, load average {load_before:.1f} before the run, torch {torch.__version__}, "
+          f"{args.samples} samples x {args.repeats} passes (median)")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "samples_per_second": rates, "markdown": table, "machine": machine(), "python": platform.python_version(),
-        "torch": torch.__version__, "samples": args.samples, "repeats": args.repeats,
+        "samples_per_second": rates, "markdown": table, "machine": machine(), "load_average_before": load_before,
+        "python": platform.python_version(), "torch": torch.__version__, "samples": args.samples,
+        "repeats": args.repeats,
     }, indent=2) + "\n")
 
 
