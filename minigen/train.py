@@ -121,8 +121,8 @@ def example_generator(seed: int, step: int, position: int) -> torch.Generator:
     """The generator of all that is random about one example of one step: its batch, dropout, sigma and noise.
 
     Seeded by (seed, step, position in the global batch), not by the process: an example draws the same
-    numbers whichever process or micro-batch it lands in, so K processes with batch b train like one process
-    with batch K b, accumulation changes nothing, and a resumed run draws what a straight run draws.
+    numbers whichever process or micro-batch it lands in, so K processes with b examples each train like one
+    process with K b examples, accumulation changes nothing, and a resumed run draws what a straight run draws.
     """
     return torch.Generator().manual_seed(mixed_seed(seed, step, position))
 
@@ -257,17 +257,18 @@ class EMA:
 
 
 @contextlib.contextmanager
-@torch.no_grad()
 def ema_weights_in(parameters: dict[str, torch.Tensor], ema: EMA):
     """Put the EMA weights into the parameters for the duration of the block, then the trained ones back."""
     trained = {name: parameter.detach().clone() for name, parameter in parameters.items()}
-    for name, parameter in parameters.items():
-        parameter.copy_(ema.weights[name])
+    with torch.no_grad():
+        for name, parameter in parameters.items():
+            parameter.copy_(ema.weights[name])
     try:
         yield
     finally:
-        for name, parameter in parameters.items():
-            parameter.copy_(trained[name])
+        with torch.no_grad():
+            for name, parameter in parameters.items():
+                parameter.copy_(trained[name])
 
 
 class SigmaBuckets:
@@ -296,13 +297,14 @@ def write_loss_plot(path: Path, losses: list[float], buckets: SigmaBuckets) -> N
 
     figure = Figure(figsize=(10, 3.5), layout="constrained")
     curve, per_sigma = figure.subplots(1, 2)
-    steps = np.arange(1, len(losses) + 1)
-    window = max(1, len(losses) // 20)
-    running = np.convolve(losses, np.ones(window) / window, mode="valid")
-    curve.plot(steps, losses, alpha=0.3, label="step")
-    curve.plot(steps[window - 1:], running, label=f"mean of {window}")
+    if losses:
+        steps = np.arange(1, len(losses) + 1)
+        window = max(1, len(losses) // 20)
+        running = np.convolve(losses, np.ones(window) / window, mode="valid")
+        curve.plot(steps, losses, alpha=0.3, label="step")
+        curve.plot(steps[window - 1:], running, label=f"mean of {window} steps")
+        curve.legend()
     curve.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
-    curve.legend()
     centres = (SIGMA_EDGES[:-1] * SIGMA_EDGES[1:]).sqrt().numpy()
     means = np.array([np.nan if mean is None else mean for mean in buckets.means()])
     per_sigma.plot(centres, means, "o-")
@@ -312,12 +314,13 @@ def write_loss_plot(path: Path, losses: list[float], buckets: SigmaBuckets) -> N
 
 
 def write_sample_grid(path: Path, images: torch.Tensor, min_width: int = 256) -> None:
-    """Images `n 3 h w` in [-1, 1] as one PNG, ceil(sqrt(n)) to a row (black where the grid has no image);
-    small grids are enlarged (whole pixels) to at least `min_width` pixels, to be seen."""
-    columns = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
-    padding = images.new_full((rows * columns - len(images), *images.shape[1:]), -1.0)
-    grid = rearrange(torch.cat([images.float().clamp(-1, 1), padding]), "(r n) c h w -> (r h) (n w) c", n=columns)
+    """Images as one PNG: `rows columns 3 h w` as laid out, or `n 3 h w` ceil(sqrt(n)) to a row (black where the
+    grid has no image), in [-1, 1]. Small grids are enlarged (whole pixels) to at least `min_width` pixels."""
+    if images.ndim == 4:
+        columns = math.ceil(math.sqrt(len(images)))
+        padding = images.new_full((-len(images) % columns, *images.shape[1:]), -1.0)
+        images = rearrange(torch.cat([images, padding]), "(rows columns) ... -> rows columns ...", columns=columns)
+    grid = rearrange(images.float().clamp(-1, 1), "rows columns c h w -> (rows h) (columns w) c")
     zoom = max(1, min_width // grid.shape[1])
     grid = grid.repeat_interleave(zoom, dim=0).repeat_interleave(zoom, dim=1)
     io.write_image(io.to_uint8(grid.cpu()), path, overwrite=True)
@@ -387,8 +390,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # the same initial weights in every process
         if recipe.build_engine is not None:
             engine = recipe.build_engine()
-        else:
-            engine = DiffusionEngine.from_preset(recipe.preset)
+        else:  # random weights, never the committed trained ones: a recipe trains from scratch (or loads in prepare)
+            engine = DiffusionEngine.from_preset(recipe.preset, weights="random")
         if recipe.prepare is not None:
             recipe.prepare(engine)
         self.engine = engine.to(world.device).eval()
@@ -540,7 +543,8 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed)  # the same noise at every step: comparable
         devices = [self.world.device] if self.world.device.type == "cuda" else []
         # fork_rng: sampling leaves the global random state as it was, so it cannot change the training
-        with ema_weights_in(self.parameters, self.ema), torch.random.fork_rng(devices), self.autocast():
+        with ema_weights_in(self.parameters, self.ema), torch.random.fork_rng(devices), torch.no_grad(), \
+                self.autocast():
             self.engine.model.eval()
             images = self.recipe.sample(self.engine, generator)
             self.engine.model.train()

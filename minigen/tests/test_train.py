@@ -212,10 +212,12 @@ def test_impossible_settings_are_clear_errors(tmp_path):
         train(everything, tmp_path / "d", progress=False)
 
 
-def test_tiny_image_writes_every_file(tmp_path):
+def test_tiny_image_in_bf16_with_checkpointing_writes_every_file(tmp_path):
     recipe = tiny_image.recipe()
-    config = dataclasses.replace(recipe.config, steps=2, batch_size=2, sample_every=0, checkpoint_every=0)
+    config = dataclasses.replace(recipe.config, steps=2, batch_size=2, sample_every=0, checkpoint_every=0,
+                                 precision="bf16", gradient_checkpointing=True)
     trainer = train(recipe, tmp_path, config, progress=False, command="python -m minigen.train tiny_image")
+    assert trainer.engine.network.input_blocks[1][0].use_checkpoint  # a ResBlock
     names = {path.name for path in tmp_path.iterdir()}
     assert names == {"checkpoint.safetensors", "ema.safetensors", "loss.png", "samples_000002.png",
                      "sigma_buckets.json"}
