@@ -187,16 +187,17 @@ class Pipeline:
 
     @classmethod
     def load_engine(cls, name: str, weights, device, dtype: torch.dtype, offload: str | None) -> DiffusionEngine:
-        """The preset's engine (random weights, or `weights` loaded strictly), network and encoders in `dtype`."""
+        """The preset's engine (`weights`: see `DiffusionEngine.from_preset`), network and encoders in `dtype`."""
         if name not in cls.DEFAULTS:
             raise ValueError(f"{cls.__name__} runs {', '.join(cls.DEFAULTS)}; got {name!r}.")
         engine = DiffusionEngine.from_preset(name, device="cpu" if offload else device, weights=weights)
         return cast_engine(engine, dtype)
 
     @classmethod
-    def from_preset(cls, name: str, weights=None, device="cpu", dtype: torch.dtype = torch.float32,
+    def from_preset(cls, name: str, weights="default", device="cpu", dtype: torch.dtype = torch.float32,
                     offload: str | None = None):
-        """The preset's pipeline with random weights (tests, benchmarks) or `weights`, a safetensors file."""
+        """The preset's pipeline: `weights` is "default" (a course preset's committed trained weights, random for
+        the others), "random" (from a fixed seed) or a safetensors file (see `DiffusionEngine.from_preset`)."""
         return cls(cls.load_engine(name, weights, device, dtype, offload), cls.DEFAULTS[name], device, offload)
 
     @classmethod

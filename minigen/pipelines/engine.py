@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from ..checkpoint import LoadReport, load_checkpoint
-from ..presets import PART_PREFIXES, get_preset
+from ..presets import PART_PREFIXES, TRAINED_WEIGHTS, get_preset, trained_weights_path
 
 # conditioning entries handed to the network as keyword inputs besides context / y / concat (SV4D)
 MULTIVIEW_KEYS = ("cond_view", "cond_motion")
+RANDOM_WEIGHTS_SEED = 0  # random weights are drawn from this seed: the same preset always gets the same ones
 
 
 class NetworkWrapper(nn.Module):
@@ -66,8 +67,13 @@ class DiffusionEngine(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, device="cpu", dtype: torch.dtype | None = None, meta: bool = False,
-                    weights=None) -> "DiffusionEngine":
-        """The preset's engine with random weights (or `weights`, a safetensors file, loaded strictly).
+                    weights="default") -> "DiffusionEngine":
+        """The preset's engine with the weights `weights` names:
+
+        - "default": the course model's committed trained weights where the preset has some (`TRAINED_WEIGHTS`,
+          files in data/), random weights otherwise (official presets, untrained course presets);
+        - "random": random weights drawn from a fixed seed, so the same preset always gets the same weights;
+        - a path: a safetensors file loaded strictly (an official checkpoint).
 
         `meta=True` builds it on the meta device: shapes only, no memory (for inspection).
         """
@@ -75,8 +81,10 @@ class DiffusionEngine(nn.Module):
         missing = [part for part in PART_PREFIXES if getattr(preset, part) is None and part != "conditioner"]
         if missing:
             raise ValueError(f"Preset {name!r} has no {', '.join(missing)} part; it cannot make an engine.")
+        weights = None if meta else resolve_weights(name, weights)
         target = "meta" if (meta or weights is not None) else device
-        with torch.device(target):
+        with torch.device(target), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
             engine = cls(**{_argument(part): config.build() for part, config in preset.parts().items()})
         if weights is not None:
             engine.load(weights, device=device, dtype=dtype)
@@ -91,6 +99,19 @@ class DiffusionEngine(nn.Module):
 
     def load(self, path, device="cpu", dtype: torch.dtype | None = None, strict: bool = True) -> LoadReport:
         return load_checkpoint(self, path, strict=strict, dtype=dtype, device=device)
+
+
+def resolve_weights(name: str, weights) -> Path | None:
+    """The file `from_preset`'s `weights` argument names, or None for random weights."""
+    if weights is None or (isinstance(weights, str) and weights in ("default", "random")):
+        if weights == "random" or name not in TRAINED_WEIGHTS:  # None counts as "default"
+            return None
+        path = trained_weights_path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"{name}'s trained weights {path} are missing: they ship with the repository's "
+                                    "data/ folder (clone it, or pass weights='random' for random weights).")
+        return path
+    return Path(weights)
 
 
 def _argument(part: str) -> str:

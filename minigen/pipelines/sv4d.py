@@ -242,7 +242,7 @@ class SV4DPipeline(MultiviewVideoPipeline):
         "sv4d": MultiviewDefaults(num_steps=20, guider="SpatiotemporalPredictionGuider", max_cfg=2.0,
                                   elevation_deg=10.0, camera_model="sv4d", sv3d_preset="sv3d_u"),
         "tiny_sv4d": MultiviewDefaults(num_steps=4, guider="SpatiotemporalPredictionGuider", max_cfg=2.0,
-                                       elevation_deg=10.0, camera_model="sv4d", sv3d_preset="tiny_sv3d", image_size=32),
+                                       elevation_deg=10.0, camera_model="sv4d", sv3d_preset="tiny_sv3d", image_size=64),
     }
 
     def __init__(self, engine: DiffusionEngine, defaults: MultiviewDefaults, sv3d: SV3DPipeline, device="cpu",
@@ -254,7 +254,7 @@ class SV4DPipeline(MultiviewVideoPipeline):
         self.sv3d = sv3d
 
     @classmethod
-    def from_preset(cls, name: str, weights=None, sv3d: "str | SV3DPipeline | None" = None, device="cpu",
+    def from_preset(cls, name: str, weights="default", sv3d: "str | SV3DPipeline | None" = None, device="cpu",
                     dtype: torch.dtype = torch.float32, offload: str | None = None) -> "SV4DPipeline":
         """The preset's pipeline with random weights (tests) or `weights`; `sv3d` is an SV3DPipeline or an SV3D
         preset name (default: the script's sv3d_u, tiny_sv3d for tiny_sv4d)."""
@@ -393,7 +393,8 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
         "sv4d2": MultiviewDefaults(num_steps=50, guider="LinearPredictionGuider", max_cfg=2.0),
         "sv4d2_8views": MultiviewDefaults(num_steps=50, guider="SpatiotemporalPredictionGuider", max_cfg=2.5,
                                           min_cfg=1.5, camera_model="sv4d2_8views", window_overlap=1),
-        "tiny_sv4d2": MultiviewDefaults(num_steps=4, guider="LinearPredictionGuider", max_cfg=2.0, image_size=32),
+        # the trained course model (recipe tiny_sv4d2): 3 times x 4 views at 64x64
+        "tiny_sv4d2": MultiviewDefaults(num_steps=16, guider="LinearPredictionGuider", max_cfg=2.0, image_size=64),
     }
 
     @torch.inference_mode()

@@ -12,6 +12,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,6 +24,15 @@ PART_PREFIXES = {
     "conditioner": "conditioner.",
     "denoiser": "denoiser.",
 }
+
+# course presets whose trained weights are committed in data/ (made by `python -m minigen.train RECIPE`, see
+# data/README.md): their engines load these by default
+TRAINED_WEIGHTS = {
+    "tiny_svd": "tiny_svd.safetensors",  # recipe tiny_i2v
+    "tiny_sv3d": "tiny_sv3d.safetensors",  # recipe tiny_sv3d
+    "tiny_sv4d2": "tiny_sv4d2.safetensors",  # recipe tiny_sv4d2
+}
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 _PARTS: dict[str, dict[str, Callable[[], object]]] = {part: {} for part in PART_PREFIXES}
 _OFFICIAL: set[str] = set()
@@ -102,3 +112,10 @@ def state_dict_table(name: str) -> dict[str, dict]:
 
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def trained_weights_path(name: str) -> Path:
+    """Where the committed trained weights of course preset `name` live (see TRAINED_WEIGHTS)."""
+    if name not in TRAINED_WEIGHTS:
+        raise ValueError(f"Preset {name!r} has no committed trained weights; these do: {', '.join(TRAINED_WEIGHTS)}.")
+    return DATA_DIR / TRAINED_WEIGHTS[name]
