@@ -142,13 +142,18 @@ def tiny(official: FirstStageConfig, **changes) -> FirstStageConfig:
     return replace(official, ddconfig=replace(TINY_DDCONFIG), **changes)
 
 
+# The video, 3D and 4D course models use the worlds VAE (data/tiny_worlds_vae.safetensors, made by
+# `python -m minigen.recipes.worlds`): its latents of rendered objects on white have a standard deviation of
+# 2.136, so 1 / 2.136 gives the diffusion model unit-variance latents, as 0.18215 does for the SD VAE.
+WORLDS_SCALE_FACTOR = 0.468
+
 TINY = {
     "tiny_sd": lambda: tiny(sd_vae()),
     "tiny_sdxl": lambda: tiny(sdxl_vae()),
-    "tiny_svd": lambda: tiny(svd_vae(), en_and_decode_n_samples_a_time=None),
-    "tiny_sv3d": lambda: tiny(decoder_only_vae(None)),
-    "tiny_sv4d": lambda: tiny(decoder_only_vae(7)),
-    "tiny_sv4d2": lambda: tiny(decoder_only_vae(8)),
+    "tiny_svd": lambda: tiny(svd_vae(), en_and_decode_n_samples_a_time=None, scale_factor=WORLDS_SCALE_FACTOR),
+    "tiny_sv3d": lambda: tiny(decoder_only_vae(None), scale_factor=WORLDS_SCALE_FACTOR),
+    "tiny_sv4d": lambda: tiny(decoder_only_vae(7), scale_factor=WORLDS_SCALE_FACTOR),
+    "tiny_sv4d2": lambda: tiny(decoder_only_vae(8), scale_factor=WORLDS_SCALE_FACTOR),
 }
 
 for _name, _factory in OFFICIAL.items():
