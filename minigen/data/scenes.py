@@ -9,6 +9,7 @@ Every item is a pure function of (dataset seed, index). The batch builders give 
 conditioners read (`orbit_batch`: SV3D_p, `video_batch`: SVD, `moving_object_batch`: SV4D 2.0).
 """
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, replace
@@ -29,7 +30,19 @@ from ..camera import (
 )
 from .shapes import hue_to_rgb
 
+
+def float32(function):
+    """Run `function` with CPU autocast off: the geometry stays exact float32 even when the caller (a training
+    step, a sample grid) runs under bf16 autocast."""
+    @functools.wraps(function)
+    def exact(*args, **kwargs):
+        with torch.autocast("cpu", enabled=False):
+            return function(*args, **kwargs)
+    return exact
+
+
 SHAPES = ("sphere", "box", "cylinder", "torus")
+
 RADIUS = 3.0  # camera distance to the origin: an object of bounding radius 0.8 fills 76% of the frame height
 FOV_DEG = 40.0  # vertical field of view
 MIN_SIZE = 8  # smallest image side, in pixels
@@ -141,6 +154,7 @@ def random_colours(generator: torch.Generator, n: int, bright: bool = False) -> 
     return hue_to_rgb(hue, 0.45 + 0.55 * saturation, 0.5 + 0.4 * value)
 
 
+@float32
 def random_object(generator: torch.Generator, shapes=SHAPES, scale_range=SCALE_RANGE) -> SceneObject:
     """A random shape of `shapes` with random paint and rotation, centred, bounding radius in `scale_range`."""
     if not shapes or any(shape not in SHAPES for shape in shapes):
@@ -357,6 +371,7 @@ def trace(objects: list[SceneObject], origins: torch.Tensor, directions: torch.T
     return colours
 
 
+@float32
 def render(obj: SceneObject | list[SceneObject], elevations_deg, azimuths_deg, *, radius: float = RADIUS,
            fov_deg: float = FOV_DEG, size: int = 64) -> torch.Tensor:
     """Images `n 3 size size` in [-1, 1] (float32) of the object(s) seen from n cameras on a sphere of `radius`
@@ -436,6 +451,7 @@ class OrbitDataset(SceneDataset):
         return dynamic_orbit(self.num_views, uniform(generator, low + amplitude, high - amplitude), amplitude,
                              cycles, uniform(generator, 0.0, 360.0))
 
+    @float32
     def __getitem__(self, index: int) -> dict:
         generator, object_seed = self.generator(index)
         obj = random_object(generator)
@@ -496,6 +512,7 @@ class MovingObjectDataset(SceneDataset):
             for t in times.tolist()
         ]
 
+    @float32
     def __getitem__(self, index: int) -> dict:
         generator, object_seed = self.generator(index)
         obj = random_object(generator, scale_range=self.SCALE_RANGE)
@@ -588,6 +605,7 @@ class MotionVideoDataset(SceneDataset):
         self.elevation_range = check_range("elevation_range", elevation_range)
         self.max_speed = max_travel * min(self.fps_choices) / (num_frames - 1)
 
+    @float32
     def __getitem__(self, index: int) -> dict:
         generator, object_seed = self.generator(index)
         obj = random_object(generator, scale_range=self.SCALE_RANGE)
