@@ -5,6 +5,10 @@ be rebuilt exactly on the same torch version. Used by notebook 05_latent_space.
 
     python data/make_assets.py             # sample.png and clip.gif (a second)
     python data/make_assets.py --train     # also tiny_vae.safetensors (a few minutes on 2 CPU cores)
+    python data/make_assets.py --worlds    # also object.png and moving_object.gif: held-out world objects
+
+The trained world models (tiny_svd, tiny_sv3d, tiny_sv4d2) and their VAE are made by `minigen.train` and
+`minigen.recipes.worlds`: see data/README.md.
 """
 
 import argparse
@@ -99,9 +103,21 @@ def train_video_decoder(vae, steps: int, generator: torch.Generator, noise: floa
     return video_decoder.eval()
 
 
+def world_assets() -> None:
+    """Inputs for the quick start: a held-out object (never seen in training) seen from its orbit's input view,
+    and a held-out moving object's input video, both rendered by minigen.data.scenes at 64x64 on white."""
+    from minigen.recipes import tiny_sv3d, tiny_sv4d2
+
+    orbit = tiny_sv3d.dataset(tiny_sv3d.HELD_OUT_SEED, length=7)[6]  # a box with a marked pole: easy to follow
+    iio.imwrite(DATA / "object.png", to_uint8(orbit["frames"][-1:])[0])
+    moving = tiny_sv4d2.dataset(tiny_sv4d2.HELD_OUT_SEED, length=7)[6]  # the same box, turning
+    iio.imwrite(DATA / "moving_object.gif", to_uint8(moving["frames"][:, 0]), duration=200, loop=0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", action="store_true", help="also train data/tiny_vae.safetensors")
+    parser.add_argument("--worlds", action="store_true", help="also render object.png and moving_object.gif")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--device", default="cpu", help="where to train, e.g. cuda (the data is drawn on the CPU)")
     args = parser.parse_args()
@@ -109,6 +125,8 @@ def main() -> None:
     generator = torch.Generator().manual_seed(2024)
     iio.imwrite(DATA / "sample.png", to_uint8(scene(generator)[None])[0])
     iio.imwrite(DATA / "clip.gif", to_uint8(clip(generator)), duration=120, loop=0)
+    if args.worlds:
+        world_assets()
     if not args.train:
         return
     torch.set_num_threads(2)

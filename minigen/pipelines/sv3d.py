@@ -40,7 +40,7 @@ class SV3DPipeline(ImageToVideoPipeline):
     DEFAULTS = {
         "sv3d_u": sv3d_defaults(),
         "sv3d_p": sv3d_defaults(),
-        "tiny_sv3d": sv3d_defaults(num_frames=5, num_steps=4, image_size=(64, 64)),
+        "tiny_sv3d": sv3d_defaults(num_frames=8, num_steps=16, image_size=(64, 64)),  # recipe tiny_sv3d: 8 views
     }
     replaces_last_frame = True
 

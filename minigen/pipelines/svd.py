@@ -32,7 +32,8 @@ class SVDPipeline(ImageToVideoPipeline):
                                     min_cfg=1.5),
         "svd_image_decoder": VideoDefaults(num_frames=14, num_steps=25, guider="LinearPredictionGuider",
                                            max_cfg=2.5, min_cfg=1.0),
-        "tiny_svd": VideoDefaults(num_frames=4, num_steps=4, guider="LinearPredictionGuider", max_cfg=2.5,
+        # the trained course model (recipe tiny_i2v): 8-frame clips at 64x64
+        "tiny_svd": VideoDefaults(num_frames=8, num_steps=16, guider="LinearPredictionGuider", max_cfg=2.5,
                                   min_cfg=1.0, image_size=TINY_IMAGE_SIZE),
     }
 

@@ -53,7 +53,8 @@ class Recipe:
     - `make_batch(examples, generator)`: a list of examples -> the batch the conditioner reads (its input keys,
       `num_video_frames` / `image_only_indicator` for video networks) plus `"frames"`: the clean targets
       `(b t) 3 H W` in [-1, 1].
-    - `encode(engine, frames)`: clean targets -> the scaled latents the network denoises (`(b t) c h w`).
+    - `encode(engine, batch)`: the batch's clean targets -> what the network denoises, `(b t) c h w` (scaled
+      latents, from `batch["frames"]` or latents cached in the batch).
     - `condition(engine, batch, generator)`: the conditioning dict the network reads; by default the conditioner's
       output with per-sample embeddings (crossattn, concat) repeated to every frame, as the pipelines do.
     - `prepare(engine)`: fill the frozen parts (VAE, encoders) before training, e.g. from data/ files.

@@ -1,0 +1,252 @@
+"""How good are the trained tiny models? Measured on held-out objects against the renderer's truth.
+
+Every world of `minigen.data.scenes` knows exactly what each novel view and frame looks like, so the tiny
+models can be scored the way papers score the real ones, with PSNR and SSIM against the truth, beside two
+trivial baselines a model must beat to have learnt anything: copying the input view, and the mean training
+image. For the image-to-video model, fidelity of frame 0 to the input and whether the measured motion of its
+clips rises with `motion_bucket_id` (Spearman's rank correlation).
+
+    python -m minigen.recipes.quality tiny_sv3d     # writes benchmarks/results/quality_tiny_sv3d.json
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..camera import Trajectory
+from ..data import scenes
+from ..pipelines import DiffusionEngine
+from ..pipelines.sv3d import SV3DPipeline
+from ..pipelines.sv4d import SV4D2Pipeline
+from ..pipelines.svd import SVDPipeline
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1], clamped as saved frames are."""
+    return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+def psnr(images: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB of each image `n 3 H W` (values in [0, 1]) against the truth."""
+    mse = ((images - truth) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
+def ssim(images: torch.Tensor, truth: torch.Tensor, window: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """Structural similarity of each image `n 3 H W` in [0, 1] (Wang et al. 2004; Gaussian window, per channel)."""
+    coords = torch.arange(window, dtype=torch.float32) - window // 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = (g[:, None] * g[None, :] / g.sum() ** 2).expand(3, 1, window, window)
+
+    def blur(x):
+        return F.conv2d(x, kernel, groups=3)
+
+    mu_x, mu_y = blur(images), blur(truth)
+    var_x = blur(images * images) - mu_x**2
+    var_y = blur(truth * truth) - mu_y**2
+    cov = blur(images * truth) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    score = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return score.flatten(1).mean(1)
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation (no tie correction: the measured motions are continuous)."""
+    rank_x, rank_y = (torch.tensor(v).argsort().argsort().float() for v in (x, y))
+    rank_x, rank_y = rank_x - rank_x.mean(), rank_y - rank_y.mean()
+    return (rank_x @ rank_y / (rank_x.norm() * rank_y.norm())).item()
+
+
+def scores(images: torch.Tensor, truth: torch.Tensor) -> dict:
+    """Mean PSNR and SSIM of images against the truth, both `n 3 H W` in [-1, 1]."""
+    images, truth = to_unit(images), to_unit(truth)
+    return {"psnr": psnr(images, truth).mean().item(), "ssim": ssim(images, truth).mean().item()}
+
+
+def mean_image(dataset, count: int = 64) -> torch.Tensor:
+    """The mean of the frames of `count` training examples: `3 H W`, the 'predict the average' baseline."""
+    frames = torch.cat([dataset[i]["frames"].reshape(-1, *dataset[i]["frames"].shape[-3:]) for i in range(count)])
+    return frames.mean(0)
+
+
+# -------------------------------------------------------------------------------------------------- generation
+
+
+def tiny_pipeline(pipeline_class, engine: DiffusionEngine, preset: str):
+    return pipeline_class(engine, pipeline_class.DEFAULTS[preset])
+
+
+def generate_orbit(pipeline: SV3DPipeline, example: dict, seed: int) -> torch.Tensor:
+    """The model's orbit `v 3 H W` in [-1, 1] at the example's cameras, from its input view (the last frame)."""
+    frames = example["frames"]
+    trajectory = Trajectory(example["elevations_deg"].double(), example["azimuths_deg"].double())
+    values = pipeline.conditions(len(frames), trajectory.elevations_deg, trajectory.azimuths_deg)
+    sampler = pipeline.make_sampler(len(frames), pipeline.defaults.num_steps, progress=False)
+    generator = torch.Generator().manual_seed(seed)
+    sample = pipeline.generate(frames[-1:], values, len(frames), sampler, generator=generator)
+    return sample.decoded.float().clamp(-1, 1)
+
+
+def orbit_grid(engine: DiffusionEngine, examples, generator: torch.Generator) -> torch.Tensor:
+    """Rows of truth and generated orbits, `(2 n v) 3 H W`, for the training run's sample grids."""
+    pipeline = tiny_pipeline(SV3DPipeline, engine, "tiny_sv3d")
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    rows = []
+    for index in range(len(examples)):
+        example = examples[index]
+        rows += [example["frames"], generate_orbit(pipeline, example, seed)]
+    return torch.cat(rows)
+
+
+def as_uint8(frames: torch.Tensor):
+    """`n 3 H W` in [-1, 1] -> uint8 `[n, H, W, 3]`, what the pipelines take."""
+    return ((frames.clamp(-1, 1).permute(0, 2, 3, 1) + 1) * 127.5).round().byte().numpy()
+
+
+def from_uint8(frames) -> torch.Tensor:
+    """uint8 `[..., H, W, 3]` -> `... 3 H W` in [-1, 1]."""
+    return torch.from_numpy(frames).movedim(-1, -3).float() / 127.5 - 1
+
+
+def clip_grid(engine: DiffusionEngine, examples, generator: torch.Generator) -> torch.Tensor:
+    """Rows of true clips and the model's clips from their first frames at their own motion bucket."""
+    pipeline = tiny_pipeline(SVDPipeline, engine, "tiny_svd")
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    rows = []
+    for index in range(len(examples)):
+        example = examples[index]
+        clip = pipeline(as_uint8(example["frames"][:1])[0], motion_bucket_id=int(example["motion_bucket_id"]),
+                        fps_id=int(example["fps_id"]), seed=seed, progress=False)
+        rows += [example["frames"], from_uint8(clip)]
+    return torch.cat(rows)
+
+
+def multiview_grid(engine: DiffusionEngine, examples, generator: torch.Generator) -> torch.Tensor:
+    """For each example, the true novel-view videos above the model's, one row per view."""
+    from .tiny_sv4d2 import novel_view_cameras
+
+    pipeline = tiny_pipeline(SV4D2Pipeline, engine, "tiny_sv4d2")
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    rows = []
+    for index in range(len(examples)):
+        example = examples[index]
+        elevations, azimuths = novel_view_cameras(example)
+        videos = pipeline(as_uint8(example["frames"][:, 0]), elevations_deg=elevations, azimuths_deg=azimuths,
+                          seed=seed, progress=False)  # v t H W 3
+        rows += [rearrange(example["frames"][:, 1:], "t v c h w -> (v t) c h w"),
+                 rearrange(from_uint8(videos), "v t c h w -> (v t) c h w")]
+    return torch.cat(rows)
+
+
+# ------------------------------------------------------------------------------------------------- evaluations
+
+
+def evaluate_sv3d(engine: DiffusionEngine, objects: int = 16, seed: int = 0) -> dict:
+    """Novel views of held-out objects against the truth, beside copying the input view and the mean image."""
+    from .tiny_sv3d import HELD_OUT_SEED, dataset
+
+    pipeline = tiny_pipeline(SV3DPipeline, engine, "tiny_sv3d")
+    held_out, average = dataset(HELD_OUT_SEED, length=objects), mean_image(dataset())
+    model, copy, mean = [], [], []
+    for index in range(objects):
+        example = held_out[index]
+        truth = example["frames"][:-1]  # the novel views; the last frame is the input view itself
+        model.append(generate_orbit(pipeline, example, seed + index)[:-1])
+        copy.append(example["frames"][-1:].expand_as(truth))
+        mean.append(average.expand_as(truth))
+    truth = torch.cat([held_out[i]["frames"][:-1] for i in range(objects)])
+    return {name: scores(torch.cat(images), truth) for name, images in
+            (("model", model), ("copy input view", copy), ("mean training image", mean))}
+
+
+def evaluate_sv4d2(engine: DiffusionEngine, objects: int = 8, seed: int = 0) -> dict:
+    """Novel-view videos of held-out moving objects against the truth (every view and frame), the two baselines,
+    and temporal consistency: mean frame-to-frame change of the generated videos beside the truth's."""
+    from .tiny_sv4d2 import HELD_OUT_SEED, dataset, novel_view_cameras
+
+    pipeline = tiny_pipeline(SV4D2Pipeline, engine, "tiny_sv4d2")
+    held_out, average = dataset(HELD_OUT_SEED, length=objects), mean_image(dataset())
+    model, copy, mean, truths = [], [], [], []
+    for index in range(objects):
+        example = held_out[index]
+        frames = example["frames"]  # t v 3 H W, view 0 the input video
+        elevations, azimuths = novel_view_cameras(example)
+        generated = pipeline(as_uint8(frames[:, 0]), elevations_deg=elevations, azimuths_deg=azimuths,
+                             seed=seed + index, progress=False)  # v t H W 3 uint8
+        generated = rearrange(from_uint8(generated), "v t c h w -> t v c h w")
+        truth = frames[:, 1:]
+        truths.append(truth)
+        model.append(generated)
+        copy.append(frames[:, :1].expand_as(truth))
+        mean.append(average.expand_as(truth))
+    flat = [rearrange(torch.stack(x), "n t v c h w -> (n t v) c h w") for x in (truths, model, copy, mean)]
+    result = {name: scores(images, flat[0]) for name, images in
+              zip(("model", "copy input view", "mean training image"), flat[1:], strict=True)}
+    result["frame-to-frame change"] = {"model": frame_change(torch.stack(model)), "truth": frame_change(
+        torch.stack(truths))}
+    return result
+
+
+def frame_change(videos: torch.Tensor) -> float:
+    """Mean absolute change between consecutive frames of `n t v 3 H W` videos, in [0, 1] units."""
+    return (to_unit(videos[:, 1:]) - to_unit(videos[:, :-1])).abs().mean().item()
+
+
+def evaluate_i2v(engine: DiffusionEngine, objects: int = 8, buckets=(0, 64, 128, 192, 255), seed: int = 0) -> dict:
+    """Frame 0's fidelity to the input image, and motion control: the measured motion of generated clips against
+    the `motion_bucket_id` asked for (Spearman's rank correlation over every clip)."""
+    from .tiny_i2v import FPS_ID, HELD_OUT_SEED, dataset
+
+    pipeline = tiny_pipeline(SVDPipeline, engine, "tiny_svd")
+    held_out = dataset(HELD_OUT_SEED, length=objects)
+    asked, measured, first = [], [], []
+    for index in range(objects):
+        image = held_out[index]["frames"][0]
+        for bucket in buckets:
+            clip = pipeline(as_uint8(image[None])[0], motion_bucket_id=bucket, fps_id=FPS_ID, seed=seed + index,
+                            progress=False)
+            clip = from_uint8(clip)  # t 3 H W
+            asked.append(bucket)
+            measured.append(scenes.measure_motion(clip))
+            first.append(scores(clip[:1], image[None]))
+    by_bucket = {bucket: sum(m for a, m in zip(asked, measured, strict=True) if a == bucket) / objects
+                 for bucket in buckets}
+    return {"frame 0 psnr": sum(s["psnr"] for s in first) / len(first),
+            "frame 0 ssim": sum(s["ssim"] for s in first) / len(first),
+            "measured motion by motion_bucket_id": by_bucket,
+            "spearman(motion_bucket_id, measured motion)": spearman(asked, measured)}
+
+
+EVALUATIONS = {"tiny_sv3d": ("tiny_sv3d", evaluate_sv3d), "tiny_sv4d2": ("tiny_sv4d2", evaluate_sv4d2),
+               "tiny_i2v": ("tiny_svd", evaluate_i2v)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Score a trained tiny model on held-out objects.")
+    parser.add_argument("recipe", choices=sorted(EVALUATIONS))
+    parser.add_argument("--weights", default="default", help="a safetensors file (default: the committed one)")
+    parser.add_argument("--objects", type=int, default=None, help="held-out objects to score")
+    args = parser.parse_args()
+    preset, evaluate = EVALUATIONS[args.recipe]
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    engine = DiffusionEngine.from_preset(preset, weights=args.weights)
+    result = evaluate(engine, **({"objects": args.objects} if args.objects else {}))
+    print(json.dumps(result, indent=1))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"quality_{args.recipe}.json").write_text(json.dumps(result, indent=1) + "\n")
+    if math.isnan(result.get("model", {}).get("psnr", 0.0)):
+        raise SystemExit("PSNR is NaN: the model produced invalid images.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""tiny_sv4d2: SV4D 2.0 in miniature. A video of an object -> videos of it from novel views, window by window.
+
+Data: `MovingObjectDataset` objects that move, turn and squash over 5 frames, seen by the input camera and 4
+novel cameras at 64x64. A training example is one SV4D 2.0 pass: 3 consecutive times x 4 novel views, ordered
+(t v), conditioned on the input video at those times (`cond_motion`, `cond_frames`, one CLIP token per time),
+on the 4 cameras relative to the input's, and on the novel views at the window's first time (`cond_view`).
+A window starting at time 0 has no views yet, exactly as the pipeline's first window: its `cond_view` is
+zeroed and `image_only_indicator` is 0. The conditioner is SV4D 2.0's layout unchanged; the VAE is the frozen
+worlds VAE; the UNet is tiny_sv4d2's SpatialUNetModelWithTime (view, time and motion attention, 3D attention).
+"""
+
+import torch
+
+from ..camera import Trajectory, sv4d2_camera_inputs
+from ..data import scenes
+from ..diffusion import EDMSampling, StandardDiffusionLoss, VWeighting
+from . import Recipe, TrainConfig, worlds
+
+NUM_TIMES, NUM_VIEWS = 3, 4  # one pass of tiny_sv4d2
+VIDEO_FRAMES = 5  # frames per example video: windows start at 0, 1 or 2
+TRAIN_SEED, HELD_OUT_SEED = 0, 1
+TRAIN_EXAMPLES = 1000  # rendered and encoded once (worlds.LatentCache)
+ZERO_KEYS = ("cond_frames", "cond_frames_without_noise", "cond_view", "cond_motion")
+
+
+def dataset(seed: int = TRAIN_SEED, length: int = 20_000) -> scenes.MovingObjectDataset:
+    return scenes.MovingObjectDataset(num_frames=VIDEO_FRAMES, num_views=NUM_VIEWS + 1, size=worlds.SIZE,
+                                      length=length, seed=seed)
+
+
+def training_set() -> worlds.LatentCache:
+    return worlds.LatentCache(dataset(), TRAIN_EXAMPLES)
+
+
+def novel_view_cameras(example: dict) -> tuple[list[float], list[float]]:
+    """Elevations and azimuths (degrees, the input camera first) as the SV4D 2.0 pipeline takes them."""
+    return example["elevations_deg"].tolist(), example["azimuths_deg"].tolist()
+
+
+def window(example: dict, start: int) -> dict:
+    """One pass's conditioner inputs and targets, for one example and the window starting at `start`."""
+    frames = example["frames"][start:start + NUM_TIMES]  # t v 3 H W, view 0 the input video
+    input_video, novel = frames[:, 0], frames[:, 1:]
+    cameras = sv4d2_camera_inputs(Trajectory(*novel_view_cameras(example)), num_times=NUM_TIMES)
+    with_views = start > 0
+    return {
+        "frames": novel.reshape(-1, *novel.shape[-3:]),  # (t v) 3 H W targets
+        "latents": example["latents"][start:start + NUM_TIMES, 1:].flatten(0, 1),  # (t v) 4 h w, cached
+        "cond_frames_without_noise": input_video,  # t 3 H W: one CLIP token per time
+        "cond_frames": input_video.repeat_interleave(NUM_VIEWS, dim=0),  # (t v): each view its time's frame
+        "polar_rad": cameras["polar_rad"].float(), "azimuth_rad": cameras["azimuth_rad"].float(),  # (t v)
+        "cond_view": novel[0] if with_views else torch.zeros_like(novel[0]),  # v 3 H W at the first time
+        "cond_motion": input_video,  # t 3 H W
+        "image_only_indicator": torch.full((1, NUM_TIMES * NUM_VIEWS), float(with_views)),
+    }
+
+
+def make_batch(examples: list[dict], generator) -> dict:
+    """A window per example, at a random start; the examples stacked along the batch dimension."""
+    starts = torch.randint(0, VIDEO_FRAMES - NUM_TIMES + 1, (len(examples),), generator=generator).tolist()
+    windows = [window(example, start) for example, start in zip(examples, starts, strict=True)]
+    batch = {key: torch.cat([w[key] for w in windows]) for key in windows[0]}
+    return batch | {"num_video_frames": NUM_TIMES * NUM_VIEWS}
+
+
+def condition(engine, batch: dict, generator) -> dict:
+    """SV4D 2.0's conditioning with whole samples dropped for guidance; a window without views gets its
+    cond_view zeroed, as the pipeline's first window."""
+    c = worlds.condition(engine, batch, generator, dropout=0.1, zero_keys=ZERO_KEYS, repeat_to_frames=False)
+    has_views = batch["image_only_indicator"][:, 0].repeat_interleave(NUM_VIEWS)  # (b v)
+    c["cond_view"] = c["cond_view"] * has_views.to(c["cond_view"])[:, None, None, None]
+    return c
+
+
+def loss() -> StandardDiffusionLoss:
+    return StandardDiffusionLoss(EDMSampling(p_mean=1.0, p_std=1.6), VWeighting())
+
+
+def sample(engine, generator):
+    from .quality import multiview_grid
+
+    return multiview_grid(engine, dataset(HELD_OUT_SEED, length=1), generator)
+
+
+def recipe() -> Recipe:
+    return Recipe(
+        name="tiny_sv4d2",
+        preset="tiny_sv4d2",
+        description="SV4D 2.0-style passes: 3 times x 4 novel views of moving procedural objects at 64x64; "
+                    "tiny_sv4d2 SpatialUNetModelWithTime (2.9 M) on the frozen worlds VAE",
+        config=TrainConfig(steps=1500, batch_size=4, learning_rate=3e-4, warmup_steps=100, ema_decay=0.998,
+                           precision="bf16", log_every=25, sample_every=500, checkpoint_every=250),
+        dataset=training_set,
+        make_batch=make_batch,
+        encode=worlds.cached_latents,
+        loss=loss,
+        condition=condition,
+        prepare=worlds.load_worlds_vae,
+        sample=sample,
+    )

@@ -1,0 +1,128 @@
+"""The world recipes: batches the official conditioners and networks read, guidance dropout, cached latents,
+the quality metrics, and presets that load their committed trained weights."""
+
+import pytest
+import torch
+
+from minigen.pipelines import DiffusionEngine
+from minigen.presets import TRAINED_WEIGHTS, trained_weights_path
+from minigen.recipes import get_recipe, quality, recipe_names, tiny_sv4d2, worlds
+
+WORLD_RECIPES = {"tiny_sv3d": "tiny_sv3d", "tiny_i2v": "tiny_svd", "tiny_sv4d2": "tiny_sv4d2"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_cache(recipe_name: str, length: int = 2) -> worlds.LatentCache:
+    module = __import__(f"minigen.recipes.{recipe_name}", fromlist=["dataset"])
+    return worlds.LatentCache(module.dataset(length=length), length)
+
+
+def training_step_inputs(recipe_name: str, generator: torch.Generator):
+    recipe = get_recipe(recipe_name)
+    engine = DiffusionEngine.from_preset(recipe.preset, weights="random")
+    recipe.prepare(engine)
+    cache = small_cache(recipe_name)
+    batch = recipe.make_batch([cache[0], cache[1]], generator)
+    return recipe, engine, batch
+
+
+def test_every_recipe_is_listed():
+    assert recipe_names() == ["tiny_image", "tiny_i2v", "tiny_sv3d", "tiny_sv4d2"]
+    with pytest.raises(ValueError, match="Valid recipes: tiny_image"):
+        get_recipe("tiny_sv5d")
+
+
+@pytest.mark.parametrize("recipe_name", sorted(WORLD_RECIPES))
+def test_a_training_step_runs_through_the_official_conditioner_and_network(recipe_name):
+    generator = torch.Generator().manual_seed(0)
+    recipe, engine, batch = training_step_inputs(recipe_name, generator)
+    x = recipe.encode(engine, batch)
+    assert x.shape[0] == batch["frames"].shape[0] == 2 * batch["num_video_frames"]
+    assert x.shape[1:] == (4, 8, 8)  # 64x64 frames, the 8x VAE
+    cond = recipe.condition(engine, batch, generator)
+    output = engine.denoise(x, torch.full((len(x),), 3.0), cond, num_video_frames=batch["num_video_frames"],
+                            image_only_indicator=batch["image_only_indicator"])
+    assert output.shape == x.shape and torch.isfinite(output).all()
+
+
+def test_cached_latents_are_the_worlds_vae_encoding_of_the_frames():
+    recipe, engine, batch = training_step_inputs("tiny_sv3d", torch.Generator().manual_seed(0))
+    encoded = worlds.encode(engine, batch["frames"])  # through the conditioner's encoder, as the pipelines do
+    torch.testing.assert_close(recipe.encode(engine, batch), encoded, atol=1e-4, rtol=1e-4)
+
+
+def test_dropped_samples_get_exactly_the_unconditional_conditioning():
+    generator = torch.Generator().manual_seed(0)
+    recipe, engine, batch = training_step_inputs("tiny_sv3d", generator)
+    frames = batch["num_video_frames"]
+    c, uc = engine.conditioner.get_unconditional_conditioning(batch, force_uc_zero_embeddings=recipe_zero_keys())
+    kept = worlds.condition(engine, batch, generator, dropout=0.0, zero_keys=recipe_zero_keys(),
+                            repeat_to_frames=True)
+    dropped = worlds.condition(engine, batch, generator, dropout=1.0, zero_keys=recipe_zero_keys(),
+                               repeat_to_frames=True)
+    for key in ("crossattn", "concat"):
+        torch.testing.assert_close(kept[key], c[key].repeat_interleave(frames, 0))
+        torch.testing.assert_close(dropped[key], uc[key].repeat_interleave(frames, 0))
+        assert dropped[key].abs().max() == 0  # the image is gone
+    torch.testing.assert_close(dropped["vector"], c["vector"])  # the cameras stay
+
+
+def recipe_zero_keys():
+    from minigen.recipes.tiny_sv3d import ZERO_KEYS
+
+    return ZERO_KEYS
+
+
+def test_select_samples_takes_every_row_of_the_chosen_samples():
+    batch = {"frames": torch.arange(6).reshape(6, 1), "image": torch.arange(2), "num_video_frames": 3}
+    part = worlds.select_samples(batch, torch.tensor([1]), num_samples=2)
+    assert part["frames"].flatten().tolist() == [3, 4, 5] and part["image"].tolist() == [1]
+    assert part["num_video_frames"] == 3
+
+
+def test_an_sv4d2_window_at_time_0_has_no_views_as_the_pipelines_first_window():
+    cache = small_cache("tiny_sv4d2", length=1)
+    first, later = tiny_sv4d2.window(cache[0], 0), tiny_sv4d2.window(cache[0], 2)
+    assert first["image_only_indicator"].max() == 0 and first["cond_view"].abs().max() == 0
+    assert later["image_only_indicator"].min() == 1
+    torch.testing.assert_close(later["cond_view"], cache[0]["frames"][2, 1:])  # the novel views at its first time
+    torch.testing.assert_close(later["cond_motion"], cache[0]["frames"][2:5, 0])  # the input video at its times
+    assert later["frames"].shape == (3 * 4, 3, 64, 64) and later["latents"].shape == (3 * 4, 4, 8, 8)
+
+
+def test_psnr_ssim_and_rank_correlation():
+    truth = torch.rand(2, 3, 16, 16)
+    assert quality.psnr(truth + 0.1, truth).tolist() == pytest.approx([20.0, 20.0], abs=1e-3)  # mse 0.01
+    assert quality.ssim(truth, truth).tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert quality.ssim(torch.rand(2, 3, 16, 16), truth).max() < 0.5
+    assert quality.spearman([1, 2, 3, 4], [0.1, 0.5, 0.7, 2.0]) == pytest.approx(1.0)
+    assert quality.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_random_weights_come_from_a_fixed_seed():
+    first, second = (DiffusionEngine.from_preset("tiny_sv3d", weights="random") for _ in range(2))
+    for (key, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize("preset", sorted(TRAINED_WEIGHTS))
+def test_course_presets_load_their_trained_weights_by_default(preset):
+    trained = DiffusionEngine.from_preset(preset)
+    random = DiffusionEngine.from_preset(preset, weights="random")
+    loaded = DiffusionEngine.from_checkpoint(trained_weights_path(preset), preset)
+    key = next(k for k in trained.state_dict() if k.startswith("model.diffusion_model."))
+    assert torch.equal(trained.state_dict()[key], loaded.state_dict()[key])
+    assert not torch.equal(trained.state_dict()[key], random.state_dict()[key])
+
+
+def test_a_missing_weights_file_says_how_to_get_random_weights(monkeypatch, tmp_path):
+    monkeypatch.setattr("minigen.presets.DATA_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="weights='random'"):
+        DiffusionEngine.from_preset("tiny_sv3d")
