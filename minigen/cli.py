@@ -4,8 +4,12 @@
     minigen sample sdxl --prompt "a lighthouse at dusk" --checkpoint sd_xl_base_1.0.safetensors --output out.png
     minigen inspect some_file.safetensors
 
-`--preset NAME` instead of `--checkpoint` builds the model with random weights (tiny_* presets run on
-any CPU: for trying the command out). `python -m minigen ...` is the same command.
+`--preset NAME` instead of `--checkpoint` builds a preset: the trained course models (tiny_svd, tiny_sv3d,
+tiny_sv4d2) load their weights from data/, any other preset gets random weights (tiny_* presets run on any CPU):
+
+    minigen sample sv3d-p --preset tiny_sv3d --input data/object.png --output orbit.gif
+
+`--random-weights` asks for random weights even where trained ones exist. `python -m minigen ...` is the same.
 
 A folder as --input makes one output per input file in the --output folder, and torchrun shares them out:
 
@@ -93,7 +97,8 @@ def add_sample_parser(commands) -> None:
         parser = models.add_parser(name, help=f"{model.kind} input, {model.pipeline} with {model.preset}")
         weights = parser.add_mutually_exclusive_group(required=True)
         weights.add_argument("--checkpoint", type=Path, help="the official .safetensors file")
-        weights.add_argument("--preset", help="build this preset with random weights instead (e.g. tiny_svd)")
+        weights.add_argument("--preset", help="build this preset instead: the trained course models (tiny_svd, "
+                             "tiny_sv3d, tiny_sv4d2) load data/'s weights, others get random weights")
         if model.kind == "image":
             parser.add_argument("--input", required=True,
                                 help="the input image, or a folder of images: one output each, in the --output folder")
@@ -106,6 +111,8 @@ def add_sample_parser(commands) -> None:
         if model.kind != "text":
             parser.add_argument("--format", help=f"suffix of the outputs in folder mode: one of "
                                                  f"{', '.join(io.VIDEO_SUFFIXES)} (default .mp4)")
+        parser.add_argument("--random-weights", action="store_true",
+                            help="with --preset: random weights (from a fixed seed) even where trained ones exist")
         parser.add_argument("--overwrite", action="store_true",
                             help="replace --output if it exists (in folder mode: outputs that exist are skipped "
                                  "without it)")
@@ -147,13 +154,13 @@ def load_pipeline(args, model: Model):
         if args.checkpoint and not args.sv3d_checkpoint:
             raise ValueError("sv4d needs --sv3d-checkpoint (an SV3D_u or SV3D_p file) for its reference views.")
         options["sv3d"] = args.sv3d_checkpoint or "tiny_sv3d"
+    if args.checkpoint and args.random_weights:
+        raise ValueError("--random-weights goes with --preset; a --checkpoint brings its own weights.")
     if args.checkpoint:
         return pipeline_class.from_checkpoint(args.checkpoint, preset=None if args.model != "sv4d" else model.preset,
                                               **options)
-    # A preset without trained weights draws them from the global RNG: seed it, or `--seed 7` twice would build two
-    # different models and give two different outputs (and each torchrun rank would build another model).
-    torch.manual_seed(0)
-    return pipeline_class.from_preset(args.preset, **options)
+    # random weights come from a fixed seed: `--seed 7` twice (or on every torchrun rank) gives the same output
+    return pipeline_class.from_preset(args.preset, weights="random" if args.random_weights else "default", **options)
 
 
 def write_output(result, path: Path, fps: float, overwrite: bool) -> list[Path]:

@@ -81,7 +81,9 @@ class DiffusionEngine(nn.Module):
         missing = [part for part in PART_PREFIXES if getattr(preset, part) is None and part != "conditioner"]
         if missing:
             raise ValueError(f"Preset {name!r} has no {', '.join(missing)} part; it cannot make an engine.")
-        weights = None if meta else resolve_weights(name, weights)
+        if not meta and name in TRAINED_WEIGHTS and weights in (None, "default"):
+            return cls.course_model(name, device, dtype)
+        weights = None if meta else resolve_weights(weights)
         target = "meta" if (meta or weights is not None) else device
         with torch.device(target), torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
@@ -93,6 +95,20 @@ class DiffusionEngine(nn.Module):
         return engine.eval().requires_grad_(False)
 
     @classmethod
+    def course_model(cls, name: str, device="cpu", dtype: torch.dtype | None = None) -> "DiffusionEngine":
+        """A trained course model: its network and CLIP tower from data/ (TRAINED_WEIGHTS), its VAE from the
+        worlds VAE file they all share (minigen.recipes.worlds.load_trained checks both)."""
+        from ..recipes.worlds import load_trained  # the recipes know how their models were saved
+
+        path = trained_weights_path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"{name}'s trained weights {path} are missing: they ship with the repository's "
+                                    "data/ folder (clone it, or pass weights='random' for random weights).")
+        engine = cls.from_preset(name, weights="random")
+        load_trained(engine, path)
+        return engine.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+    @classmethod
     def from_checkpoint(cls, path, preset: str, device="cpu", dtype: torch.dtype | None = None) -> "DiffusionEngine":
         """Build `preset` on the meta device and fill it from an official checkpoint file, strictly."""
         return cls.from_preset(preset, device=device, dtype=dtype, weights=Path(path))
@@ -101,16 +117,11 @@ class DiffusionEngine(nn.Module):
         return load_checkpoint(self, path, strict=strict, dtype=dtype, device=device)
 
 
-def resolve_weights(name: str, weights) -> Path | None:
-    """The file `from_preset`'s `weights` argument names, or None for random weights."""
+def resolve_weights(weights) -> Path | None:
+    """The file `from_preset`'s `weights` argument names, or None for random weights ("default" for a preset
+    without trained weights)."""
     if weights is None or (isinstance(weights, str) and weights in ("default", "random")):
-        if weights == "random" or name not in TRAINED_WEIGHTS:  # None counts as "default"
-            return None
-        path = trained_weights_path(name)
-        if not path.exists():
-            raise FileNotFoundError(f"{name}'s trained weights {path} are missing: they ship with the repository's "
-                                    "data/ folder (clone it, or pass weights='random' for random weights).")
-        return path
+        return None
     return Path(weights)
 
 

@@ -227,8 +227,60 @@ def evaluate_i2v(engine: DiffusionEngine, objects: int = 8, buckets=(0, 64, 128,
             "spearman(motion_bucket_id, measured motion)": spearman(asked, measured)}
 
 
+def shape_classifier(steps: int = 300, seed: int = 0) -> torch.nn.Module:
+    """A small CNN that names the shape of a 16x16 image (trained in seconds on fresh shapes): the judge of
+    whether tiny_image draws the class it is asked for."""
+    from ..data.shapes import SHAPES, sample_shapes
+    from .tiny_image import IMAGE_SIZE
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        classifier = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.SiLU(), torch.nn.MaxPool2d(2),  # 8x8
+            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.SiLU(), torch.nn.MaxPool2d(2),  # 4x4
+            torch.nn.Flatten(), torch.nn.Linear(32 * 16, len(SHAPES)),
+        )
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=3e-3)
+    for _ in range(steps):
+        images, labels = sample_shapes(64, generator, image_size=IMAGE_SIZE, size_range=(0.6, 0.8), jitter=0.5)
+        loss = F.cross_entropy(classifier(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return classifier.eval()
+
+
+@torch.no_grad()
+def accuracy(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    return (classifier(images).argmax(1) == labels).float().mean().item()
+
+
+def evaluate_image(engine: DiffusionEngine, rows: int = 16, cfg_scales=(1.0, 3.0), seed: int = 0) -> dict:
+    """How often tiny_image draws the shape it is asked for, judged by a classifier, at two guidance scales; the
+    classifier's own accuracy on real shapes is the ceiling."""
+    from ..data.shapes import sample_shapes
+    from .tiny_image import IMAGE_SIZE, NUM_CLASSES, sample
+
+    classifier = shape_classifier()
+    real, labels = sample_shapes(256, torch.Generator().manual_seed(seed + 1), image_size=IMAGE_SIZE,
+                                 size_range=(0.6, 0.8), jitter=0.5)
+    result = {"classifier on real shapes": accuracy(classifier, real, labels)}
+    asked = torch.arange(NUM_CLASSES).repeat(rows)  # the grid's classes, row after row
+    for cfg in cfg_scales:
+        images = sample(engine, torch.Generator().manual_seed(seed), rows=rows, cfg=cfg)
+        result[f"samples at cfg {cfg:g}"] = accuracy(classifier, images.flatten(0, 1), asked)
+    return result
+
+
+def tiny_image_engine(weights) -> DiffusionEngine:
+    from .tiny_image import TRAINED, trained_engine
+
+    return trained_engine(TRAINED if weights == "default" else Path(weights))
+
+
 EVALUATIONS = {"tiny_sv3d": ("tiny_sv3d", evaluate_sv3d), "tiny_sv4d2": ("tiny_sv4d2", evaluate_sv4d2),
-               "tiny_i2v": ("tiny_svd", evaluate_i2v)}
+               "tiny_i2v": ("tiny_svd", evaluate_i2v), "tiny_image": (None, evaluate_image)}
 
 
 def main() -> None:
@@ -239,7 +291,8 @@ def main() -> None:
     args = parser.parse_args()
     preset, evaluate = EVALUATIONS[args.recipe]
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    engine = DiffusionEngine.from_preset(preset, weights=args.weights)
+    engine = tiny_image_engine(args.weights) if preset is None else DiffusionEngine.from_preset(preset,
+                                                                                               weights=args.weights)
     result = evaluate(engine, **({"objects": args.objects} if args.objects else {}))
     print(json.dumps(result, indent=1))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ GeneralConditioner (a one-hot `vector`, the UNet's `y` with num_classes="sequent
 denoises pixels (no first stage) with EDM's preconditioning and loss. `python -m minigen.train tiny_image`.
 """
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,6 +59,19 @@ def tiny_unet() -> UNetModel:
 def build_engine() -> DiffusionEngine:
     conditioner = GeneralConditioner([EmbedderEntry(OneHotLabel(NUM_CLASSES), input_key="label")])
     return DiffusionEngine(tiny_unet(), Denoiser(EDMScaling(SIGMA_DATA)), conditioner)
+
+
+TRAINED = Path(__file__).resolve().parents[2] / "data" / "tiny_image.safetensors"  # this recipe's EMA weights
+
+
+def trained_engine(path: Path = TRAINED) -> DiffusionEngine:
+    """The trained model: `build_engine()` filled strictly from the committed EMA weights (the network's)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: train it with `python -m minigen.train tiny_image` and copy "
+                                "runs/tiny_image/ema.safetensors there.")
+    engine = build_engine()
+    engine.load(path)
+    return engine.eval().requires_grad_(False)
 
 
 def dataset(num_images: int = 4096, seed: int = 0) -> torch.utils.data.Dataset:

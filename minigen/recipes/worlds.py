@@ -5,7 +5,8 @@ conditioner, at scale 1) and the training targets (at the engine's scale factor)
 back into frames. The tiny models do the same with `data/tiny_worlds_vae.safetensors`, a VAE fine-tuned on
 renders of `minigen.data.scenes` (from the course VAE of notebook 05) and a temporal decoder for tiny_svd:
 
-    python -m minigen.recipes.worlds       # about 10 minutes on 2 CPU cores
+    python -m minigen.recipes.worlds       # about 10 minutes on 2 idle CPU cores (24 on a busy one)
+    python -m minigen.recipes.worlds --export tiny_sv3d runs/tiny_sv3d/ema.safetensors data/tiny_sv3d.safetensors
 
 Why 64x64 frames and the 8x VAE: every official model squeezes 8x8 pixels into 4 latent numbers, and the
 pipelines take images in multiples of 64; 64x64 renders give 8x8 latents, large enough for a UNet with two
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..conditioning import VideoPredictionEmbedderWithEncoder
@@ -74,6 +76,42 @@ def _fill_conditioning_encoder(encoder: AutoencoderKL, weights: dict) -> None:
         for conv in (encoder.quant_conv, encoder.post_quant_conv):
             conv.weight.copy_(torch.eye(conv.out_channels)[:, :, None, None])
             conv.bias.zero_()
+
+
+# What a trained world model's file in data/ holds: the network and the (frozen, seeded) CLIP image tower. The VAE
+# parts, the same in every world model, come from WORLDS_VAE, so each is stored once.
+TRAINED_PREFIXES = ("model.diffusion_model.", "conditioner.embedders.0.")
+
+
+def load_trained(engine, path: Path) -> None:
+    """Fill a world engine from a trained model file (TRAINED_PREFIXES) and the worlds VAE, checking that the file
+    holds exactly the tensors it should (a strict load, split over two files)."""
+    weights = load_file(path)
+    expected = {key for key in engine.state_dict() if key.startswith(TRAINED_PREFIXES)}
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit this engine: {len(missing)} missing tensors {missing[:3]}, "
+                         f"{len(unexpected)} unexpected {unexpected[:3]}. Was it exported for another preset?")
+    engine.load_state_dict({key: value.float() for key, value in weights.items()}, strict=False)
+    load_worlds_vae(engine)
+
+
+def export_trained(recipe_name: str, ema_path: Path, out: Path, metadata: dict[str, str]) -> Path:
+    """A training run's EMA network (`ema.safetensors`) + the recipe's frozen CLIP tower -> a data/ model file."""
+    from ..pipelines import DiffusionEngine
+    from . import get_recipe
+
+    recipe = get_recipe(recipe_name)
+    engine = DiffusionEngine.from_preset(recipe.preset, weights="random")
+    recipe.prepare(engine)
+    ema = {key: value.float() for key, value in load_file(ema_path).items()}
+    unexpected = engine.load_state_dict(ema, strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"{ema_path} has tensors {unexpected[:3]} that {recipe.preset} does not have.")
+    tensors = {key: value.half().contiguous() for key, value in engine.state_dict().items()
+               if key.startswith(TRAINED_PREFIXES)}
+    save_file(tensors, out, metadata=metadata)
+    return out
 
 
 def conditioning_encoder(engine) -> AutoencoderKL:
@@ -250,14 +288,24 @@ def latent_std(vae: AutoencoderKL, generator: torch.Generator, count: int = 256)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Fine-tune the course VAE on the worlds of minigen.data.scenes.")
-    parser.add_argument("--steps", type=int, default=600, help="image VAE steps (the temporal decoder gets half)")
+    parser = argparse.ArgumentParser(description="Fine-tune the course VAE on the worlds of minigen.data.scenes, "
+                                                 "or (--export) turn a training run into a data/ model file.")
+    parser.add_argument("--steps", type=int, default=1500, help="image VAE steps (the temporal decoder gets half)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", type=Path, default=WORLDS_VAE)
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--export", nargs=3, metavar=("RECIPE", "EMA", "OUT"),
+                        help="write OUT from a run's EMA weights (runs/RECIPE/ema.safetensors) instead of training")
     args = parser.parse_args()
-    if args.out.exists() and not args.overwrite:
-        raise SystemExit(f"{args.out} exists; pass --overwrite to replace it.")
+    out = Path(args.export[2]) if args.export else args.out
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"{out} exists; pass --overwrite to replace it.")
+    if args.export:
+        recipe, ema = args.export[0], Path(args.export[1])
+        with safe_open(ema, "pt") as run:
+            metadata = dict(run.metadata() or {})
+        print(f"wrote {export_trained(recipe, ema, out, metadata | {'vae': WORLDS_VAE.name})}")
+        return
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(2025)
     start = time.time()

@@ -34,7 +34,7 @@ def test_svd_writes_a_video_and_never_overwrites(tmp_path, capsys):
                "--steps", "2", "--quiet", "--decoding-t", "2", "--seed", "3"]
     assert main(command) == 0
     frames = io.read_video(output)
-    assert frames.shape == (4, 64, 64, 3)  # tiny_svd's 4 frames
+    assert frames.shape == (8, 64, 64, 3)  # tiny_svd's 8 frames
     before = output.read_bytes()
     assert main(command) == 2 and "--overwrite" in capsys.readouterr().err
     assert output.read_bytes() == before
@@ -54,8 +54,8 @@ def test_sv3d_p_takes_cameras(tmp_path, capsys):
     output = tmp_path / "orbit.mp4"
     base = ["sample", "sv3d-p", "--preset", "tiny_sv3d", "--input", str(picture(tmp_path)), "--output", str(output),
             "--steps", "2", "--quiet"]
-    assert main(base + ["--elevations-deg", "20", "--azimuths-deg", "72", "144", "216", "288", "0"]) == 0
-    assert io.read_video(output).shape == (5, 64, 64, 3)
+    assert main(base + ["--elevations-deg", "20", "--azimuths-deg", *"45 90 135 180 225 270 315 0".split()]) == 0
+    assert io.read_video(output).shape == (8, 64, 64, 3)  # tiny_sv3d's 8 views
     assert main(base + ["--overwrite", "--elevations-deg", "120"]) == 2
     assert "elevation" in capsys.readouterr().err
 

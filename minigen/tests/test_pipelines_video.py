@@ -247,7 +247,7 @@ def test_a_conditioner_reading_other_keys_is_reported(svd):
 def test_sv3d_orbit_ends_on_the_input_view(sv3d_p):
     image = picture(seed=1)
     frames = sv3d_p(image, **SV3D_FAST)
-    assert frames.shape == (5, 64, 64, 3)
+    assert frames.shape == (8, 64, 64, 3)
     # the last decoded frame is replaced by the conditioning image; saving truncates like the reference, so a
     # value can come back one level lower after the trip through [-1, 1]
     difference = frames[-1].astype(int) - image.astype(int)
@@ -270,8 +270,8 @@ def test_sv3d_cameras_are_relative_to_the_last_view_and_change_the_orbit(sv3d_p)
 
 
 @pytest.mark.parametrize("cameras, message", [
-    ({"elevations_deg": [10.0, 10.0]}, "elevations_deg has 2 values; expected 5"),
-    ({"azimuths_deg": [10.0, 20.0]}, "azimuths_deg has 2 values; expected 5"),
+    ({"elevations_deg": [10.0, 10.0]}, "elevations_deg has 2 values; expected 8"),
+    ({"azimuths_deg": [10.0, 20.0]}, "azimuths_deg has 2 values; expected 8"),
     ({"elevations_deg": 95.0}, r"elevations_deg outside \[-90, 90\]"),
     ({"azimuths_deg": [10.0, 400.0, 20.0, 30.0, 40.0]}, r"outside \[0, 360\]"),
     ({"azimuths_deg": [200.0, 100.0, 300.0, 310.0, 320.0]}, "not sorted as one orbit"),
@@ -292,7 +292,7 @@ def test_sv3d_u_takes_no_cameras():
 
 
 def test_sv3d_frame_count_other_than_trained_is_warned_about(sv3d_p):
-    with pytest.warns(UserWarning, match="trained on 5-frame orbits"):
+    with pytest.warns(UserWarning, match="trained on 8-frame orbits"):
         sv3d_p(picture(), **FAST)
 
 

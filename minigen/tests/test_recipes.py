@@ -116,13 +116,40 @@ def test_random_weights_come_from_a_fixed_seed():
 def test_course_presets_load_their_trained_weights_by_default(preset):
     trained = DiffusionEngine.from_preset(preset)
     random = DiffusionEngine.from_preset(preset, weights="random")
-    loaded = DiffusionEngine.from_checkpoint(trained_weights_path(preset), preset)
-    key = next(k for k in trained.state_dict() if k.startswith("model.diffusion_model."))
-    assert torch.equal(trained.state_dict()[key], loaded.state_dict()[key])
-    assert not torch.equal(trained.state_dict()[key], random.state_dict()[key])
+    loaded = DiffusionEngine.from_preset(preset, weights="random")
+    worlds.load_trained(loaded, trained_weights_path(preset))
+    for key, value in trained.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    output_layer = "model.diffusion_model.out.2.weight"  # zero before training
+    assert random.state_dict()[output_layer].abs().max() == 0 and trained.state_dict()[output_layer].abs().max() > 0
+
+
+def test_a_model_file_for_another_preset_is_refused(tmp_path):
+    engine = DiffusionEngine.from_preset("tiny_sv3d", weights="random")
+    with pytest.raises(ValueError, match="does not fit this engine"):
+        worlds.load_trained(engine, trained_weights_path("tiny_sv4d2"))
 
 
 def test_a_missing_weights_file_says_how_to_get_random_weights(monkeypatch, tmp_path):
     monkeypatch.setattr("minigen.presets.DATA_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="weights='random'"):
         DiffusionEngine.from_preset("tiny_sv3d")
+
+
+def test_the_readme_quick_start_orbits_the_bundled_object(tmp_path):
+    """`minigen sample sv3d-p --preset tiny_sv3d --input data/object.png --output orbit.gif`, as a new user runs it:
+    8 views of an object on white (a random network would give noise), ending on the input view."""
+    from minigen import io
+    from minigen.cli import main
+
+    image = worlds.DATA_DIR / "object.png"
+    output = tmp_path / "orbit.gif"
+    assert main(["sample", "sv3d-p", "--preset", "tiny_sv3d", "--input", str(image), "--output", str(output),
+                 "--quiet"]) == 0
+    orbit = io.read_video(output)
+    assert orbit.shape == (8, 64, 64, 3)
+    assert (orbit[-1].astype(int) - io.read_image(image)).__abs__().max() <= 1  # the input view, as saved
+    object_pixels = (orbit.min(axis=-1) < 200).mean(axis=(1, 2))  # per view: the share that is not white
+    assert ((object_pixels > 0.05) & (object_pixels < 0.6)).all(), object_pixels
+    corners = orbit[:, :4, :4].reshape(len(orbit), -1)
+    assert (corners > 200).all()  # white background
