@@ -56,8 +56,12 @@ class FrozenOpenCLIPEmbedder2(nn.Module):
         self.always_return_pooled = always_return_pooled
         self.legacy = legacy
 
+    def token_ids(self, text) -> torch.Tensor:
+        """Prompts -> `b 77` ids as open_clip.tokenize gives them (padded with 0)."""
+        return tokenize(check_prompts(text), self.model.context_length)
+
     def forward(self, text):
-        tokens = tokenize(check_prompts(text), self.model.context_length).to(self.model.positional_embedding.device)
+        tokens = self.token_ids(text).to(self.model.positional_embedding.device)
         blocks = self.model.transformer.resblocks
         needs_last = self.layer == "last" or self.always_return_pooled
         hidden = self.hidden_states(tokens, len(blocks) if needs_last else len(blocks) - 1)
@@ -183,9 +187,13 @@ class FrozenCLIPEmbedder(nn.Module):
         self.always_return_pooled = always_return_pooled
         self.max_length = max_position_embeddings
 
+    def token_ids(self, text) -> torch.Tensor:
+        """Prompts -> `b 77` ids as Hugging Face's CLIPTokenizer gives them (padded with the end-of-text id)."""
+        return tokenize(check_prompts(text), self.max_length, pad_token_id=END_OF_TEXT)
+
     def forward(self, text):
         text_model = self.transformer
-        tokens = tokenize(check_prompts(text), self.max_length, pad_token_id=END_OF_TEXT)
+        tokens = self.token_ids(text)
         hidden = text_model.hidden_states(tokens.to(text_model.final_layer_norm.weight.device))
         last = text_model.final_layer_norm(hidden[-1])
         pooled = end_of_text_features(last, tokens.to(last.device))  # b hidden_size

@@ -1,5 +1,7 @@
 """Behaviour of the maths layer beyond the golden cases: bad input, randomness, hooks, the loss."""
 
+import math
+
 import pytest
 import torch
 
@@ -204,6 +206,16 @@ def test_denoiser_passes_extra_inputs_to_the_network():
     out = Denoiser(EDMScaling())(network, torch.ones(2, 3), torch.ones(2), {}, num_video_frames=2)
     assert seen == {"num_video_frames": 2}
     torch.testing.assert_close(out, torch.full((2, 3), 0.25 / 1.25))  # c_skip at sigma = 1
+
+
+def test_timestep_embedding_computes_its_frequencies_in_the_reference_order():
+    """The reference multiplies -ln(max_period) by the index before dividing by half; float32 rounds differently in
+    the other order, which angles near 1000 (fps, motion buckets, image sizes) amplify to 1.5e-5."""
+    t = torch.tensor([0.5, 127.0, 512.0, 999.0])
+    half = 128
+    frequencies = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+    angles = t[:, None] * frequencies[None]
+    assert torch.equal(timestep_embedding(t, 2 * half), torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1))
 
 
 def test_timestep_embedding_shapes():

@@ -21,7 +21,6 @@ ENV_VAR = "MINIGEN_GOLDEN_DIR"
 
 # case-id prefixes whose components a later issue implements: skipped with this reason until then
 PENDING: dict[str, str] = {
-    "cond_text_": "text-encoder cases (tokenizer ids, OpenCLIP / CLIP-L layers, SDXL conditioner) wait for issue 13",
     "pipe_sv4d": "SV4D / SV4D 2.0 end-to-end cases wait for issue 13, which registers their pipeline flows",
 }
 
@@ -69,11 +68,17 @@ class Case:
         prefix = name + "."
         return {key[len(prefix):]: value for key, value in self.inputs.items() if key.startswith(prefix)}
 
+    def text_group(self, name: str) -> dict:
+        """String inputs (call.text_inputs) flattened as "<name>.<key>", gathered into a dict {key: [str, ...]}."""
+        prefix = name + "."
+        return {key[len(prefix):]: list(value) for key, value in self.call.get("text_inputs", {}).items()
+                if key.startswith(prefix)}
+
     def arg(self, name: str):
-        """A call argument by name: a tensor, or a dict of tensors stored as "<name>.<key>"."""
+        """A call argument by name: a tensor, or a dict of tensors (and prompts) stored as "<name>.<key>"."""
         if name in self.inputs:
             return self.inputs[name]
-        group = self.input_group(name)
+        group = {**self.input_group(name), **self.text_group(name)}
         if not group:
             raise KeyError(f"case {self.id}: no input named {name!r}")
         return group
