@@ -7,6 +7,7 @@ loads `weights.safetensors` strictly, and the stored start noise (`randn`) and c
 network has none fails with a message saying so.
 """
 
+import inspect
 from collections.abc import Callable
 
 import pytest
@@ -109,7 +110,10 @@ def run_image_to_video(case: Case) -> dict:
     pipeline_class = SVDPipeline if "fps_id" in input_keys(engine.conditioner) else SV3DPipeline
     pipe = pipeline_class(engine, defaults)
     image, cond_aug_noise, randn = case.call_args()
-    values = pipe.conditions(num_frames, cond_aug=options["cond_aug"])
+    # the user's options the case states (svd: fps_id, motion_bucket_id; sv3d_p: elevations_deg, azimuths_deg)
+    chosen = {name: options[name] for name in inspect.signature(pipe.conditions).parameters
+              if name in options and name != "num_frames"}
+    values = pipe.conditions(num_frames, **chosen)
     sample = pipe.generate(image, values, num_frames, sampler, decoding_t=options["decoding_t"],
                            cond_aug_noise=cond_aug_noise, randn=randn)
     check_batch(case, values)
@@ -118,7 +122,7 @@ def run_image_to_video(case: Case) -> dict:
 
 
 def check_batch(case: Case, values: dict) -> None:
-    """The per-frame numbers the pipeline chose by default must be the ones the reference script put in its batch."""
+    """The per-frame numbers the pipeline made of the options must be the ones the reference script put in its batch."""
     for key, stored in case.input_group("batch").items():
         if key in values:
             chosen = torch.as_tensor(values[key]).float().expand(stored.shape)
