@@ -6,12 +6,9 @@ trivial baselines a model must beat to have learnt anything: copying the input v
 image. For the image-to-video model, fidelity of frame 0 to the input and whether the measured motion of its
 clips rises with `motion_bucket_id` (Spearman's rank correlation).
 
-    python -m minigen.recipes.quality tiny_sv3d     # writes benchmarks/results/quality_tiny_sv3d.json
+    python benchmarks/quality.py tiny_sv3d     # benchmarks/results/quality_tiny_sv3d.json, docs/benchmarks.md
 """
 
-import argparse
-import json
-import math
 from pathlib import Path
 
 import torch
@@ -24,9 +21,6 @@ from ..pipelines import DiffusionEngine
 from ..pipelines.sv3d import SV3DPipeline
 from ..pipelines.sv4d import SV4D2Pipeline
 from ..pipelines.svd import SVDPipeline
-
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-
 
 # ---------------------------------------------------------------------------------------------------- metrics
 
@@ -60,11 +54,20 @@ def ssim(images: torch.Tensor, truth: torch.Tensor, window: int = 7, sigma: floa
     return score.flatten(1).mean(1)
 
 
+def ranks(values: list[float]) -> torch.Tensor:
+    """Ranks 0 .. n-1 of the values, tied values sharing the mean of their ranks."""
+    values = torch.tensor(values, dtype=torch.float64)
+    order = values.argsort().argsort().double()
+    return torch.stack([order[values == value].mean() for value in values])
+
+
 def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation (no tie correction: the measured motions are continuous)."""
-    rank_x, rank_y = (torch.tensor(v).argsort().argsort().float() for v in (x, y))
+    """Spearman's rank correlation: the correlation of the ranks (ties get their mean rank; 0 if one side is
+    constant, since a constant says nothing about order)."""
+    rank_x, rank_y = ranks(x), ranks(y)
     rank_x, rank_y = rank_x - rank_x.mean(), rank_y - rank_y.mean()
-    return (rank_x @ rank_y / (rank_x.norm() * rank_y.norm())).item()
+    norm = rank_x.norm() * rank_y.norm()
+    return 0.0 if norm == 0 else (rank_x @ rank_y / norm).item()
 
 
 def scores(images: torch.Tensor, truth: torch.Tensor) -> dict:
@@ -273,33 +276,16 @@ def evaluate_image(engine: DiffusionEngine, rows: int = 16, cfg_scales=(1.0, 3.0
     return result
 
 
-def tiny_image_engine(weights) -> DiffusionEngine:
-    from .tiny_image import TRAINED, trained_engine
+def trained_engine(recipe: str, weights="default") -> DiffusionEngine:
+    """The engine a recipe trained: its preset's committed weights (or `weights`, a file)."""
+    if recipe == "tiny_image":
+        from .tiny_image import TRAINED
+        from .tiny_image import trained_engine as image_engine
 
-    return trained_engine(TRAINED if weights == "default" else Path(weights))
-
-
-EVALUATIONS = {"tiny_sv3d": ("tiny_sv3d", evaluate_sv3d), "tiny_sv4d2": ("tiny_sv4d2", evaluate_sv4d2),
-               "tiny_i2v": ("tiny_svd", evaluate_i2v), "tiny_image": (None, evaluate_image)}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Score a trained tiny model on held-out objects.")
-    parser.add_argument("recipe", choices=sorted(EVALUATIONS))
-    parser.add_argument("--weights", default="default", help="a safetensors file (default: the committed one)")
-    parser.add_argument("--objects", type=int, default=None, help="held-out objects to score")
-    args = parser.parse_args()
-    preset, evaluate = EVALUATIONS[args.recipe]
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    engine = tiny_image_engine(args.weights) if preset is None else DiffusionEngine.from_preset(preset,
-                                                                                               weights=args.weights)
-    result = evaluate(engine, **({"objects": args.objects} if args.objects else {}))
-    print(json.dumps(result, indent=1))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"quality_{args.recipe}.json").write_text(json.dumps(result, indent=1) + "\n")
-    if math.isnan(result.get("model", {}).get("psnr", 0.0)):
-        raise SystemExit("PSNR is NaN: the model produced invalid images.")
+        return image_engine(TRAINED if weights == "default" else Path(weights))
+    return DiffusionEngine.from_preset(PRESETS[recipe], weights=weights)
 
 
-if __name__ == "__main__":
-    main()
+PRESETS = {"tiny_sv3d": "tiny_sv3d", "tiny_sv4d2": "tiny_sv4d2", "tiny_i2v": "tiny_svd"}
+EVALUATIONS = {"tiny_image": evaluate_image, "tiny_i2v": evaluate_i2v, "tiny_sv3d": evaluate_sv3d,
+               "tiny_sv4d2": evaluate_sv4d2}

@@ -104,6 +104,8 @@ def test_psnr_ssim_and_rank_correlation():
     assert quality.ssim(torch.rand(2, 3, 16, 16), truth).max() < 0.5
     assert quality.spearman([1, 2, 3, 4], [0.1, 0.5, 0.7, 2.0]) == pytest.approx(1.0)
     assert quality.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert quality.spearman([0, 255, 0, 255], [0.3, 0.3, 0.3, 0.3]) == 0.0  # motion that ignores the bucket
+    assert quality.spearman([0, 0, 255, 255], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.894, abs=1e-3)  # ties
 
 
 def test_random_weights_come_from_a_fixed_seed():
