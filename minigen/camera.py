@@ -226,15 +226,26 @@ def _per_time_frame(polars_rad: torch.Tensor, azimuths_rad: torch.Tensor, num_ti
     return {"polar_rad": polars_rad.repeat(num_times), "azimuth_rad": azimuths_rad.repeat(num_times)}
 
 
-def sv4d_camera_inputs(trajectory: Trajectory, num_times: int = 5) -> dict[str, torch.Tensor]:
-    """SV4D's camera inputs, `num_times x 8` frames, from the 21-view SV3D orbit of its first stage.
+def sv4d_subsampled_views(num_sv3d_views: int = SV3D_NUM_FRAMES, num_views: int = 8) -> tuple[int, ...]:
+    """The SV3D views SV4D keeps: view 0 (the input view, once the orbit is rolled) and `num_views` more spread
+    evenly round the orbit, round(linspace(0, num_sv3d_views, num_views + 2)[:-1]); SV4D_SUBSAMPLED_VIEWS for the
+    script's 21 and 8."""
+    if not 1 <= num_views < num_sv3d_views:
+        raise ValueError(f"SV4D keeps num_views of the SV3D orbit's other views: 1 <= num_views < {num_sv3d_views}, "
+                         f"got {num_views}.")
+    spread = torch.linspace(0.0, num_sv3d_views, num_views + 2, dtype=torch.float64)[:-1]
+    return tuple(int(view) for view in spread.round().tolist())
 
-    The script keeps views SV4D_SUBSAMPLED_VIEWS[1:] and subtracts frame 0's relative azimuth. SV3D's output is
-    rolled by one so that the input view comes first; for an evenly spaced orbit the subtraction gives exactly
-    the azimuth of the view shown (for an uneven orbit the script is off by the gap between frames 0 and 1).
+
+def sv4d_camera_inputs(trajectory: Trajectory, num_times: int = 5, num_views: int = 8) -> dict[str, torch.Tensor]:
+    """SV4D's camera inputs, `num_times x num_views` frames, from the SV3D orbit of its first stage (21 views).
+
+    The script keeps views sv4d_subsampled_views(...)[1:] (SV4D_SUBSAMPLED_VIEWS[1:]) and subtracts frame 0's
+    relative azimuth. SV3D's output is rolled by one so that the input view comes first; for an evenly spaced
+    orbit the subtraction gives exactly the azimuth of the view shown (for an uneven orbit the script is off by
+    the gap between frames 0 and 1). The polar angles are absolute, unlike SV4D 2.0's.
     """
-    validate_cameras(trajectory.elevations_deg, trajectory.azimuths_deg, SV3D_NUM_FRAMES)
-    novel_views = list(SV4D_SUBSAMPLED_VIEWS[1:])
+    novel_views = list(sv4d_subsampled_views(trajectory.num_frames, num_views)[1:])
     azimuths_rad = trajectory.relative_azimuths_rad
     return _per_time_frame(
         trajectory.polars_rad[novel_views],

@@ -66,13 +66,15 @@ class GeneralConditioner(nn.Module):
         return self
 
     def forward(self, batch: dict, force_zero_embeddings: Sequence[str] = (),
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None,
+                augmentation_noise: dict | None = None) -> dict[str, torch.Tensor]:
         """{"vector", "crossattn", "concat", ...} for `batch`, with random condition dropout (`ucg_rate`).
 
         `force_zero_embeddings` lists input keys whose embeddings are replaced by zeros. All randomness
-        (dropout, noise augmentation) is drawn from `generator`.
+        (dropout, noise augmentation) is drawn from `generator`, except the augmentation noise given in
+        `augmentation_noise` ({input key: unit noise shaped like that input}, e.g. a recorded run's).
         """
-        return self.embed(batch, force_zero_embeddings, generator, dropout=True)
+        return self.embed(batch, force_zero_embeddings, generator, dropout=True, augmentation_noise=augmentation_noise)
 
     def get_unconditional_conditioning(
         self,
@@ -81,23 +83,28 @@ class GeneralConditioner(nn.Module):
         force_uc_zero_embeddings: Sequence[str] | None = None,
         force_cond_zero_embeddings: Sequence[str] | None = None,
         generator: torch.Generator | None = None,
+        augmentation_noise: tuple[dict, dict] | None = None,
     ) -> tuple[dict, dict]:
         """The conditional and unconditional conditionings for classifier-free guidance, without dropout.
 
         The unconditional one embeds `batch_uc` (default: `batch_c`) with the embeddings of
         `force_uc_zero_embeddings` zeroed (SVD: ["cond_frames", "cond_frames_without_noise"]).
+        Each pass draws its own augmentation noise, unless `augmentation_noise` gives it: (for c, for uc),
+        each {input key: unit noise}, as `forward` takes it.
         """
-        c = self.embed(batch_c, force_cond_zero_embeddings or (), generator, dropout=False)
+        noise_c, noise_uc = augmentation_noise or (None, None)
+        c = self.embed(batch_c, force_cond_zero_embeddings or (), generator, dropout=False, augmentation_noise=noise_c)
         uc_batch = batch_c if batch_uc is None else batch_uc
-        uc = self.embed(uc_batch, force_uc_zero_embeddings or (), generator, dropout=False)
+        uc = self.embed(uc_batch, force_uc_zero_embeddings or (), generator, dropout=False, augmentation_noise=noise_uc)
         return c, uc
 
     def embed(self, batch: dict, force_zero_embeddings: Sequence[str], generator: torch.Generator | None,
-              dropout: bool) -> dict[str, torch.Tensor]:
+              dropout: bool, augmentation_noise: dict | None = None) -> dict[str, torch.Tensor]:
         output = {}
         for index, entry in enumerate(self.entries):
             inputs = self.inputs_of(index, entry, batch, generator, dropout)
-            for embedding in self.run_embedder(index, entry, inputs, generator):
+            noise = (augmentation_noise or {}).get(entry.input_key)
+            for embedding in self.run_embedder(index, entry, inputs, generator, noise):
                 key = entry.input_key if entry.input_key in SPECIAL_KEYS else self.output_key(index, embedding)
                 if dropout and entry.ucg_rate > 0.0 and entry.legacy_ucg_value is None:
                     embedding = drop_samples(embedding, entry.ucg_rate, generator)
@@ -117,8 +124,14 @@ class GeneralConditioner(nn.Module):
             inputs = [replace_samples(values, entry.legacy_ucg_value, entry.ucg_rate, generator) for values in inputs]
         return inputs
 
-    def run_embedder(self, index: int, entry: EmbedderEntry, inputs: list, generator) -> tuple[torch.Tensor, ...]:
+    def run_embedder(self, index: int, entry: EmbedderEntry, inputs: list, generator,
+                     noise: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         extra = {"generator": generator} if getattr(entry.embedder, "draws_noise", False) else {}
+        if noise is not None:
+            if not extra:
+                raise ValueError(f"Augmentation noise was given for {entry.input_key!r}, but embedder {index} "
+                                 f"({type(entry.embedder).__name__}) adds no noise.")
+            extra["noise"] = noise
         with nullcontext() if entry.is_trainable else torch.no_grad():
             try:
                 outputs = entry.embedder(*inputs, **extra)

@@ -58,19 +58,21 @@ class VideoPredictionEmbedderWithEncoder(nn.Module):
         self.disable_encoder_autocast = disable_encoder_autocast
         self.en_and_decode_n_samples_a_time = en_and_decode_n_samples_a_time
 
-    def forward(self, frames: torch.Tensor, generator: torch.Generator | None = None):
+    def forward(self, frames: torch.Tensor, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None):
+        """`noise` (shaped like `frames`): the unit noise to add instead of drawing it, e.g. a recorded run's."""
         if frames.ndim != 4 or frames.shape[0] % self.n_cond_frames:
             raise ValueError(f"{type(self).__name__} expects frames shaped ((b t), 3, height, width) with "
                              f"t = n_cond_frames = {self.n_cond_frames}, got shape {tuple(frames.shape)}.")
         sigma_embedding = None
         if self.sigma_sampler is not None:
-            frames, sigma_embedding = self.add_noise(frames, generator)
+            frames, sigma_embedding = self.add_noise(frames, generator, noise)
         latents = self.scale_factor * self.encode(frames)  # (b t) c h w
         if self.n_cond_frames == 1:
             latents = repeat(latents, "b c h w -> (b s) c h w", s=self.n_copies)
         return latents if sigma_embedding is None else (latents, sigma_embedding)
 
-    def add_noise(self, frames: torch.Tensor, generator: torch.Generator | None):
+    def add_noise(self, frames: torch.Tensor, generator: torch.Generator | None, noise: torch.Tensor | None = None):
         """frames + sigma * noise, one sigma per sample; also the sigma's embedding when there is sigma_cond."""
         b = frames.shape[0] // self.n_cond_frames
         sigmas = self.sigma_sampler(b, generator=generator).to(frames.device)  # b
@@ -79,7 +81,12 @@ class VideoPredictionEmbedderWithEncoder(nn.Module):
             rows = self.n_copies if self.n_cond_frames == 1 else self.n_cond_frames  # one per output latent
             sigma_embedding = repeat(self.sigma_cond(sigmas), "b d -> (b s) d", s=rows)
         sigmas = repeat(sigmas, "b -> (b t)", t=self.n_cond_frames)
-        noise = torch.randn(frames.shape, generator=generator, dtype=frames.dtype).to(frames.device)
+        if noise is None:
+            noise = torch.randn(frames.shape, generator=generator, dtype=frames.dtype)
+        elif noise.shape != frames.shape:
+            raise ValueError(f"The given noise is shaped {tuple(noise.shape)}; it must be shaped like the frames, "
+                             f"{tuple(frames.shape)}.")
+        noise = noise.to(frames.device, frames.dtype)
         return frames + noise * append_dims(sigmas, frames.ndim), sigma_embedding
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:

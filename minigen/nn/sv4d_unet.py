@@ -153,6 +153,7 @@ class SpatialUNetModelWithTime(UNetBackbone):
             channel_mult, num_classes, adm_in_channels, num_heads, num_head_channels, transformer_depth,
             transformer_depth_middle=transformer_depth_middle,
         )
+        self.use_camera_emb = use_camera_emb  # SV4D 2.0's networks have it, SV4D's not: the pipelines check
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
                 y: torch.Tensor | None = None, cond_view: torch.Tensor | None = None,

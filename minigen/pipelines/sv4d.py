@@ -18,7 +18,8 @@ scripts/demo/sv4d_helpers.py and scripts/sampling/configs/sv4d*.yaml.
 """
 
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,11 @@ from tqdm.auto import tqdm
 from .. import diffusion
 from ..camera import (
     SV3D_NUM_FRAMES,
-    SV4D_SUBSAMPLED_VIEWS,
     Trajectory,
     default_trajectory,
     sv4d2_camera_inputs,
     sv4d_camera_inputs,
+    sv4d_subsampled_views,
     validate_cameras,
 )
 from ..io import read_video
@@ -79,6 +80,37 @@ class Window:
     extra: dict  # the network's other inputs: num_video_frames and image_only_indicator
 
 
+@dataclass
+class WindowNoise:
+    """The random draws of one pass, given instead of drawn (the golden cases replay the reference's this way).
+
+    Conditioning noise is `(for c, for uc)`, each {input key: unit noise shaped like that input}: the 1e-5
+    augmentation the conditioner's VAE embedders add to cond_frames, cond_view and cond_motion. A field left
+    None is drawn from the pipeline's generator as usual.
+    """
+
+    start: torch.Tensor | None = None  # `(t v) 4 h w` unit noise the sampler starts from (forward time order)
+    augmentation: tuple[dict, dict] | None = None  # the pass's conditioning (SV4D dense windows: the forward one)
+    backward_augmentation: tuple[dict, dict] | None = None  # SV4D dense windows: the backward conditioning's
+
+
+@dataclass
+class WindowSample:
+    """What one pass produced, its times ascending."""
+
+    times: torch.Tensor  # t: the pass's time frames
+    latents: torch.Tensor  # t v 4 h w: the sampler's result
+    images: torch.Tensor  # t v 3 H W in [-1, 1]: their decodes, as written into the image matrix
+
+
+@dataclass
+class MultiviewSample:
+    """A whole run: the image matrix (view 0 the input video, then the novel views) and every pass in order."""
+
+    images: torch.Tensor  # t v 3 H W in [-1, 1]
+    windows: list[WindowSample] = field(default_factory=list)
+
+
 def window_shape(engine: DiffusionEngine) -> tuple[int, int]:
     """(T, V): times and views per pass, read from the conditioner (N_TIME and N_VIEW of the config)."""
     frames = {entry.input_key: entry.embedder.n_cond_frames for entry in engine.conditioner.entries
@@ -86,6 +118,15 @@ def window_shape(engine: DiffusionEngine) -> tuple[int, int]:
     if set(frames) != set(MULTIVIEW_KEYS):
         raise ValueError(f"This engine's conditioner reads no {' / '.join(MULTIVIEW_KEYS)}: it is not an SV4D model.")
     return frames["cond_motion"], frames["cond_view"]
+
+
+def noise_per_pass(noise: Sequence[WindowNoise] | None, num_passes: int) -> list[WindowNoise]:
+    """One WindowNoise per pass (empty ones, i.e. draw everything, when none is given)."""
+    if noise is None:
+        return [WindowNoise() for _ in range(num_passes)]
+    if len(noise) != num_passes:
+        raise ValueError(f"This run makes {num_passes} passes; noise has {len(noise)} entries (one per pass).")
+    return list(noise)
 
 
 def window_starts(num_frames: int, frames_per_window: int, stride: int) -> list[int]:
@@ -166,12 +207,15 @@ class MultiviewVideoPipeline(Pipeline):
 
     def window_conditioning(self, cond_motion: torch.Tensor, cond_view: torch.Tensor, cameras: dict,
                             generator: torch.Generator, encoding_t: int | None,
-                            with_views: bool = True) -> Window:
+                            with_views: bool = True, augmentation_noise: tuple[dict, dict] | None = None) -> Window:
         """c, uc and the network's extra inputs of one pass (the scripts' run_img2vid / prepare_sampling).
 
         cond_motion `t 3 H W`: the input video at the pass's times; cond_view `v 3 H W`: the views the pass
         starts from. `with_views=False` is SV4D 2.0's first window, which has no views yet: cond_view is zeroed
-        in c and uc and image_only_indicator is 0 (1 otherwise, also for every SV4D pass).
+        in c and uc and image_only_indicator is 0 (1 otherwise, also for every SV4D pass). The conditioner
+        draws its noise from `generator` unless `augmentation_noise` gives it (see WindowNoise).
+        The unconditional pass zeroes the input frames and views, and so also the noise-level part of the
+        vector, which the cond_frames embedder returns: the reference does the same.
         """
         device, conditioner = self.placement.device, self.engine.conditioner
         batch = {
@@ -184,7 +228,8 @@ class MultiviewVideoPipeline(Pipeline):
         batch = {key: value.to(device) for key, value in batch.items()}
         with self.placement.use(conditioner), encoding_chunks(conditioner, encoding_t):
             c, uc = conditioner.get_unconditional_conditioning(
-                batch, force_uc_zero_embeddings=FORCE_UC_ZERO_EMBEDDINGS, generator=generator)
+                batch, force_uc_zero_embeddings=FORCE_UC_ZERO_EMBEDDINGS, generator=generator,
+                augmentation_noise=augmentation_noise)
         if not with_views:
             for cond in (c, uc):
                 cond["cond_view"] = torch.zeros_like(cond["cond_view"])
@@ -198,10 +243,16 @@ class MultiviewVideoPipeline(Pipeline):
             return self.engine.denoise(x, sigma, cond, **window.extra)
         return denoise
 
-    def start_noise(self, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
-        """Unit noise `(t v) 4 h w` for one pass, drawn on the CPU (same seed, same result on every device)."""
+    def start_noise(self, height: int, width: int, generator: torch.Generator,
+                    given: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit noise `(t v) 4 h w` for one pass, drawn on the CPU (same seed, same result on every device),
+        or `given` (checked)."""
         shape = latent_shape(self.engine.first_stage_model, self.frames_per_window * self.views, height, width)
-        return torch.randn(shape, generator=generator).to(self.placement.device)
+        if given is None:
+            given = torch.randn(shape, generator=generator)
+        elif tuple(given.shape) != shape:
+            raise ValueError(f"A pass starts from noise shaped {shape}, got {tuple(given.shape)}.")
+        return given.to(self.placement.device, torch.float32)
 
     def sample_window(self, sampler, window: Window, noise: torch.Tensor, callback) -> torch.Tensor:
         """A whole sampler run for one pass: latents `(t v) 4 h w`."""
@@ -213,6 +264,11 @@ class MultiviewVideoPipeline(Pipeline):
         with self.placement.use(self.engine.first_stage_model):
             images = decode_latents(self.engine.first_stage_model, latents, decoding_t, len(latents))
         return rearrange(images.float().clamp(-1.0, 1.0).cpu(), "(t v) c h w -> t v c h w", v=self.views)
+
+    def window_sample(self, times: torch.Tensor, latents: torch.Tensor, decoding_t: int | None) -> WindowSample:
+        """Decode a pass's latents `(t v) 4 h w` (times ascending) into its WindowSample."""
+        images = self.decode(latents, decoding_t)
+        return WindowSample(times, rearrange(latents.float().cpu(), "(t v) c h w -> t v c h w", v=self.views), images)
 
     @staticmethod
     def novel_view_videos(images: torch.Tensor) -> np.ndarray:
@@ -227,8 +283,8 @@ class SV4DPipeline(MultiviewVideoPipeline):
 
     The flow of simple_video_sample_4d.py, with n_frames = (T - 1) T + 1 (21 for T = 5):
     1. Reference views: SV3D (sv3d_u, or sv3d_p with the cameras) turns frame 0 into a 21-view orbit, which is
-       rolled by one so that the input view comes first; views SV4D_SUBSAMPLED_VIEWS (0, 2, 5, ..., 19) become the
-       matrix's time 0 (view 0 is the input frame).
+       rolled by one so that the input view comes first; views SV4D_SUBSAMPLED_VIEWS (0, 2, 5, ..., 19; for V views
+       per pass minigen.camera.sv4d_subsampled_views(21, V)) become the matrix's time 0 (view 0 is the input frame).
     2. Anchor frames: one pass over times T - 1, 2 (T - 1), ..., n - 1 (4, 8, 12, 16, 20) with cond_view = the
        views of time 0 and cond_motion = the input frames at those times.
     3. Dense windows t0 = 0, T - 1, ... (0, 4, 8, 12, 16) over times t0 ... t0 + T - 1, from fresh noise. The sampler
@@ -245,12 +301,14 @@ class SV4DPipeline(MultiviewVideoPipeline):
                                        elevation_deg=10.0, camera_model="sv4d", sv3d_preset="tiny_sv3d", image_size=64),
     }
 
-    def __init__(self, engine: DiffusionEngine, defaults: MultiviewDefaults, sv3d: SV3DPipeline, device="cpu",
-                 offload: str | None = None):
+    def __init__(self, engine: DiffusionEngine, defaults: MultiviewDefaults, sv3d: SV3DPipeline | None,
+                 device="cpu", offload: str | None = None):
+        """`sv3d` makes the reference views in `__call__`; `generate`, which is given them, needs none."""
         super().__init__(engine, defaults, device, offload)
-        if self.views != len(SV4D_SUBSAMPLED_VIEWS) - 1:
-            raise ValueError(f"SV4D keeps {len(SV4D_SUBSAMPLED_VIEWS) - 1} of SV3D's views; this engine has "
-                             f"{self.views} views per pass.")
+        if getattr(engine.network, "use_camera_emb", False):
+            raise ValueError("This engine's UNet embeds the cameras into its view attention (use_camera_emb): it is "
+                             "an SV4D 2.0 model; run it with SV4D2Pipeline.")
+        sv4d_subsampled_views(SV3D_NUM_FRAMES, self.views)  # raises unless V views can be kept of SV3D's orbit
         self.sv3d = sv3d
 
     @classmethod
@@ -281,16 +339,25 @@ class SV4DPipeline(MultiviewVideoPipeline):
 
     def reference_views(self, first_frame: torch.Tensor, trajectory: Trajectory, num_steps: int,
                         encoding_t, decoding_t, seed, callback, progress) -> torch.Tensor:
-        """Step 1: SV3D's orbit of `first_frame` (1 3 H W), input view first, subsampled: `9 3 H W` in [-1, 1]."""
+        """Step 1: SV3D's orbit of `first_frame` (1 3 H W), input view first, subsampled: `(V + 1) 3 H W` in
+        [-1, 1] (9 views for SV4D)."""
         sv3d = self.sv3d
+        if sv3d is None:
+            raise ValueError("This SV4DPipeline has no SV3D pipeline to make the reference views: build it with one "
+                             "(from_preset / from_checkpoint do), or call generate() with the views.")
         cameras = (trajectory.elevations_deg, trajectory.azimuths_deg) if sv3d.takes_cameras else (None, None)
         values = sv3d.conditions(SV3D_NUM_FRAMES, *cameras)  # SV3D's cond_aug 1e-5, as the SV4D script's
         sampler = sv3d.make_sampler(SV3D_NUM_FRAMES, num_steps, progress=progress)
         orbit = sv3d.generate(first_frame, values, SV3D_NUM_FRAMES, sampler, decoding_t=decoding_t,
                               encoding_t=encoding_t, generator=generator_for(seed, sv3d.placement.device),
                               callback=callback).decoded
+        return self.orbit_views(orbit)
+
+    def orbit_views(self, orbit: torch.Tensor) -> torch.Tensor:
+        """An SV3D orbit `n 3 H W` (the input view last) -> the reference views `(V + 1) 3 H W`: rolled by one so
+        that the input view comes first, then the V + 1 views minigen.camera.sv4d_subsampled_views(n, V) keeps."""
         orbit = torch.roll(orbit.float().clamp(-1.0, 1.0), 1, dims=0)  # the input view (last) moves first
-        return orbit[list(SV4D_SUBSAMPLED_VIEWS)].cpu()
+        return orbit[list(sv4d_subsampled_views(len(orbit), self.views))].cpu()
 
     def sample_dense_window(self, sampler, forward: Window, backward: Window, noise: torch.Tensor,
                             generator: torch.Generator, callback) -> torch.Tensor:
@@ -344,37 +411,62 @@ class SV4DPipeline(MultiviewVideoPipeline):
         """The 8 novel-view videos as uint8 `[8, 21, H, W, 3]` (view order of SV4D_SUBSAMPLED_VIEWS[1:])."""
         check_count("encoding_t", encoding_t)
         check_count("decoding_t", decoding_t)
-        T, num_frames = self.frames_per_window, self.num_frames
+        num_frames = self.num_frames
         frames = self.video_frames(video, num_frames)  # N 3 H W
         if len(frames) > num_frames:
             warnings.warn(f"The video has {len(frames)} frames; SV4D uses the first {num_frames}.", stacklevel=2)
             frames = frames[:num_frames]
         trajectory = self.cameras(elevations_deg, azimuths_deg, SV3D_NUM_FRAMES)
-        cameras = sv4d_camera_inputs(trajectory, num_times=T)  # the 8 kept views, repeated for each time
         num_steps = self.defaults.num_steps if num_steps is None else num_steps
-        sampler = self.make_sampler(num_steps, min_cfg, max_cfg, progress)
-        generator = generator_for(seed, "cpu")
+        views = self.reference_views(frames[:1], trajectory, num_steps, encoding_t, decoding_t, seed, callback,
+                                     progress)
+        sample = self.generate(frames, views, sv4d_camera_inputs(trajectory, self.frames_per_window, self.views),
+                               self.make_sampler(num_steps, min_cfg, max_cfg, progress), encoding_t=encoding_t,
+                               decoding_t=decoding_t, generator=generator_for(seed, "cpu"), callback=callback,
+                               progress=progress)
+        return self.novel_view_videos(sample.images)
+
+    @torch.inference_mode()
+    def generate(self, frames: torch.Tensor, reference_views: torch.Tensor, cameras: dict, sampler, *,
+                 encoding_t: int | None = None, decoding_t: int | None = None,
+                 generator: torch.Generator | None = None, noise: Sequence[WindowNoise] | None = None,
+                 callback=None, progress: bool = False) -> MultiviewSample:
+        """Steps 2 and 3 on tensors: the input video `frames` (`num_frames 3 H W` in [-1, 1]), SV3D's subsampled
+        `reference_views` (`(V + 1) 3 H W`, the input view first; step 1's result) and the conditioner's camera
+        inputs (minigen.camera.sv4d_camera_inputs). `noise`: one WindowNoise per pass (the anchors, then each
+        dense window) to replay instead of drawing from `generator`."""
+        T, num_frames = self.frames_per_window, self.num_frames
+        if len(frames) != num_frames or len(reference_views) != self.views + 1:
+            raise ValueError(f"SV4D takes {num_frames} frames and {self.views + 1} reference views, got "
+                             f"{len(frames)} and {len(reference_views)}.")
+        generator = generator_for(None, "cpu") if generator is None else generator
+        starts = range(0, num_frames - 1, T - 1)  # dense windows: 0, 4, 8, 12, 16
+        noise = noise_per_pass(noise, 1 + len(starts))
+        height, width = frames.shape[-2:]
 
         images = torch.zeros(num_frames, self.views + 1, *frames.shape[1:])  # t v 3 H W, the image matrix
-        images[0] = self.reference_views(frames[:1], trajectory, num_steps, encoding_t, decoding_t, seed, callback,
-                                         progress)
+        images[0] = reference_views
         images[:, 0] = frames
 
-        def conditioning(times: torch.Tensor, views_at: int) -> Window:
-            return self.window_conditioning(frames[times], images[views_at, 1:], cameras, generator, encoding_t)
+        def conditioning(times: torch.Tensor, views_at: int, augmentation_noise) -> Window:
+            return self.window_conditioning(frames[times], images[views_at, 1:], cameras, generator, encoding_t,
+                                            augmentation_noise=augmentation_noise)
 
         anchors = torch.arange(T - 1, num_frames, T - 1)  # 4, 8, 12, 16, 20
-        noise = self.start_noise(*frames.shape[-2:], generator)
-        latents = self.sample_window(sampler, conditioning(anchors, 0), noise, callback)
-        images[anchors, 1:] = self.decode(latents, decoding_t)
+        start = self.start_noise(height, width, generator, noise[0].start)
+        latents = self.sample_window(sampler, conditioning(anchors, 0, noise[0].augmentation), start, callback)
+        windows = [self.window_sample(anchors, latents, decoding_t)]
+        images[anchors, 1:] = windows[-1].images
 
-        for t0 in tqdm(range(0, num_frames - 1, T - 1), desc="SV4D dense windows", disable=not progress):
+        for t0, drawn in zip(tqdm(starts, desc="SV4D dense windows", disable=not progress), noise[1:], strict=True):
             times = t0 + torch.arange(T)
-            forward, backward = conditioning(times, t0), conditioning(times.flip(0), t0 + T - 1)
-            noise = self.start_noise(*frames.shape[-2:], generator)
-            latents = self.sample_dense_window(sampler, forward, backward, noise, generator, callback)
-            images[times, 1:] = self.decode(latents, decoding_t)
-        return self.novel_view_videos(images)
+            forward = conditioning(times, t0, drawn.augmentation)
+            backward = conditioning(times.flip(0), t0 + T - 1, drawn.backward_augmentation)
+            start = self.start_noise(height, width, generator, drawn.start)
+            latents = self.sample_dense_window(sampler, forward, backward, start, generator, callback)
+            windows.append(self.window_sample(times, latents, decoding_t))
+            images[times, 1:] = windows[-1].images  # anchors and, for t0 = 0, SV3D's views too
+        return MultiviewSample(images, windows)
 
 
 class SV4D2Pipeline(MultiviewVideoPipeline):
@@ -422,18 +514,35 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
             raise ValueError(f"num_frames={num_frames}: one pass covers {T} times, so at least {T} are needed.")
         frames = self.video_frames(video, num_frames or T)[:num_frames]  # t 3 H W
         trajectory = self.cameras(elevations_deg, azimuths_deg, self.views + 1)
-        cameras = sv4d2_camera_inputs(trajectory, num_times=T)  # the novel views relative to the input's, per time
         num_steps = self.defaults.num_steps if num_steps is None else num_steps
-        sampler = self.make_sampler(num_steps, min_cfg, max_cfg, progress)
-        generator = generator_for(seed, "cpu")
+        sample = self.generate(frames, sv4d2_camera_inputs(trajectory, num_times=T),
+                               self.make_sampler(num_steps, min_cfg, max_cfg, progress), encoding_t=encoding_t,
+                               decoding_t=decoding_t, generator=generator_for(seed, "cpu"), callback=callback,
+                               progress=progress)
+        return self.novel_view_videos(sample.images)
+
+    @torch.inference_mode()
+    def generate(self, frames: torch.Tensor, cameras: dict, sampler, *, encoding_t: int | None = None,
+                 decoding_t: int | None = None, generator: torch.Generator | None = None,
+                 noise: Sequence[WindowNoise] | None = None, callback=None, progress: bool = False) -> MultiviewSample:
+        """The flow on tensors: the input video `frames` (`t 3 H W` in [-1, 1], at least T of them) and the
+        conditioner's camera inputs (minigen.camera.sv4d2_camera_inputs, the novel views relative to the input's).
+        `noise`: one WindowNoise per window to replay instead of drawing from `generator`."""
+        T = self.frames_per_window
+        if len(frames) < T:
+            raise ValueError(f"One pass covers {T} times, so at least {T} frames are needed, got {len(frames)}.")
+        generator = generator_for(None, "cpu") if generator is None else generator
+        starts = window_starts(len(frames), T, T - self.defaults.window_overlap)
+        noise = noise_per_pass(noise, len(starts))
 
         images = torch.zeros(len(frames), self.views + 1, *frames.shape[1:])  # t v 3 H W; no views at first
         images[:, 0] = frames
-        starts = window_starts(len(frames), T, T - self.defaults.window_overlap)
-        for t0 in tqdm(starts, desc="SV4D 2.0 windows", disable=not progress):
+        windows = []
+        for t0, drawn in zip(tqdm(starts, desc="SV4D 2.0 windows", disable=not progress), noise, strict=True):
             times = t0 + torch.arange(T)
             window = self.window_conditioning(frames[times], images[t0, 1:], cameras, generator, encoding_t,
-                                              with_views=t0 > 0)
-            latents = self.sample_window(sampler, window, self.start_noise(*frames.shape[-2:], generator), callback)
-            images[times, 1:] = self.decode(latents, decoding_t)
-        return self.novel_view_videos(images)
+                                              with_views=t0 > 0, augmentation_noise=drawn.augmentation)
+            start = self.start_noise(*frames.shape[-2:], generator, drawn.start)
+            windows.append(self.window_sample(times, self.sample_window(sampler, window, start, callback), decoding_t))
+            images[times, 1:] = windows[-1].images  # later windows overwrite the times they share
+        return MultiviewSample(images, windows)

@@ -77,6 +77,15 @@ def test_sv4d_default_matches_the_script():
     assert torch.allclose(inputs["polar_rad"], numpy_rad(np.full(40, 80.0)))
 
 
+def test_sv4d_subsampled_views_follow_the_scripts_spacing():
+    assert camera.sv4d_subsampled_views() == camera.SV4D_SUBSAMPLED_VIEWS  # the script's list for 21 and 8
+    assert camera.sv4d_subsampled_views(5, 2) == (0, 2, 3)  # round(linspace(0, 5, 4)[:-1]), a tiny orbit
+    inputs = camera.sv4d_camera_inputs(camera.static_orbit(5, 10.0), num_times=3, num_views=2)
+    assert torch.allclose(inputs["azimuth_rad"], numpy_rad(np.tile([144.0, 216.0], 3)))
+    with pytest.raises(ValueError, match="num_views"):
+        camera.sv4d_subsampled_views(5, 5)
+
+
 @pytest.mark.parametrize(
     "model, novel_azimuths, num_times",
     [("sv4d2", [60, 120, 180, 240], 12), ("sv4d2_8views", [30, 75, 120, 165, 210, 255, 300, 330], 5)],

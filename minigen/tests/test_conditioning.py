@@ -324,6 +324,30 @@ def test_frame_embedder_noise_follows_the_generator_and_embeds_sigma():
     assert sigma_a.shape == (2, 8) and not torch.allclose(a, other)
 
 
+def test_given_augmentation_noise_replaces_the_draw_in_the_embedder_and_the_conditioner():
+    """Recorded runs (the golden SV4D cases) replay the 1e-5 noise instead of drawing it; each pass has its own."""
+    torch.manual_seed(0)
+    embedder = tiny_frame_embedder(n_cond_frames=2, n_copies=1, sigma_sampler=ZeroSampler(),
+                                   sigma_cond=ConcatTimestepEmbedderND(8))
+    x = frames(2, size=16)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        drawn, _ = embedder(x, generator=torch.Generator().manual_seed(5))
+        given, _ = embedder(x, generator=torch.Generator().manual_seed(9), noise=noise)
+        torch.testing.assert_close(given, drawn)
+        with pytest.raises(ValueError, match="shaped like the frames"):
+            embedder(x, noise=noise[:1])
+        model = GeneralConditioner([EmbedderEntry(embedder, input_key="cond_frames"),
+                                    EmbedderEntry(ConcatTimestepEmbedderND(4), input_key="polar_rad")])
+        batch = {"cond_frames": x, "polar_rad": torch.ones(2)}
+        c, uc = model.get_unconditional_conditioning(batch, augmentation_noise=({"cond_frames": noise}, {}),
+                                                     generator=torch.Generator().manual_seed(9))
+        torch.testing.assert_close(c["concat"], drawn)
+        assert not torch.equal(uc["concat"], drawn)  # the uc pass drew its own
+        with pytest.raises(ValueError, match="adds no noise"):
+            model(batch, augmentation_noise={"polar_rad": torch.zeros(2)})
+
+
 def test_frame_embedder_refuses_a_scaled_encoder_and_wrong_frame_counts():
     with pytest.raises(ValueError, match="scale_factor"):
         VideoPredictionEmbedderWithEncoder(1, 1, FirstStageConfig(ddconfig=TINY_DDCONFIG).build())

@@ -20,7 +20,6 @@ from minigen.tests.conformance.cases import (
     case_folders,
     discover,
     load_case,
-    pending_reason,
     run_case,
 )
 
@@ -34,9 +33,6 @@ CASE_FOLDERS, MISSING_REASON = discover()
 @pytest.mark.parametrize("folder", CASE_FOLDERS, ids=[folder.name for folder in CASE_FOLDERS])
 def test_golden_case(folder):
     case = load_case(folder)
-    reason = pending_reason(case.id)  # a case kind whose issue is still open (cases.PENDING names it)
-    if reason is not None:
-        pytest.skip(f"{case.id}: {reason}")
     if case.component not in HANDLERS:
         pytest.fail(f"{case.id}: no handler for component {case.spec['component']}")
     assert_outputs_match(case, run_case(case))

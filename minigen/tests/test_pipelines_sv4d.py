@@ -18,7 +18,7 @@ from minigen.diffusion import LinearPredictionGuider, SpatiotemporalPredictionGu
 from minigen.io import write_image
 from minigen.pipelines.common import frames_to_uint8
 from minigen.pipelines.sv3d import SV3DPipeline
-from minigen.pipelines.sv4d import SV4D2Pipeline, SV4DPipeline, Window, window_starts
+from minigen.pipelines.sv4d import SV4D2Pipeline, SV4DPipeline, Window, WindowNoise, window_starts
 from minigen.tests.test_pipelines_video import perturbed
 
 FAST = {"num_steps": 2, "progress": False}
@@ -206,6 +206,28 @@ def test_sv4d2_conditions_each_window_on_the_previous_one(sv4d2, monkeypatch):
     np.testing.assert_array_equal(out[:, 2:], as_frames(decoded[1][2]))
 
 
+def test_generate_replays_given_noise_instead_of_drawing(sv4d2):
+    """generate() is the flow on tensors; given WindowNoise (the golden cases replay the script's draws) leaves
+    nothing to the generator, and each WindowSample is what the image matrix holds at its times."""
+    frames = torch.from_numpy(video(5)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    cameras = sv4d2_camera_inputs(default_trajectory("sv4d2"), 3)
+    sampler = sv4d2.make_sampler(1, None, None, progress=False)
+    draw = torch.Generator().manual_seed(1)
+    noise = [WindowNoise(start=torch.randn(12, 4, 4, 4, generator=draw),
+                         augmentation=tuple({key: torch.randn(n, 3, 32, 32, generator=draw) for key, n in
+                                             (("cond_frames", 12), ("cond_view", 4), ("cond_motion", 3))}
+                                            for _ in ("c", "uc")))
+             for _ in range(2)]  # windows at 0 and 2
+    a, b = (sv4d2.generate(frames, cameras, sampler, generator=torch.Generator().manual_seed(seed), noise=noise)
+            for seed in (0, 1))
+    torch.testing.assert_close(a.images, b.images)
+    assert [window.times.tolist() for window in a.windows] == [[0, 1, 2], [2, 3, 4]]
+    assert a.windows[1].latents.shape == (3, 4, 4, 4, 4)
+    torch.testing.assert_close(a.images[2:, 1:], a.windows[1].images)
+    with pytest.raises(ValueError, match="makes 2 passes; noise has 1"):
+        sv4d2.generate(frames, cameras, sampler, noise=noise[:1])
+
+
 def test_num_frames_takes_the_start_of_the_video(sv4d2, monkeypatch):
     conditionings = spy(monkeypatch, sv4d2, "window_conditioning")
     out = sv4d2(video(6), num_frames=4, num_steps=1, progress=False)
@@ -319,7 +341,7 @@ def test_frames_at_another_size_than_trained_are_warned_about(sv4d2):
 def test_unknown_presets_and_mismatched_engines_are_refused(sv4d2):
     with pytest.raises(ValueError, match="SV4D2Pipeline runs sv4d2, sv4d2_8views, tiny_sv4d2"):
         SV4D2Pipeline.from_preset("tiny_sv4d")
-    with pytest.raises(ValueError, match="SV4D keeps 8 of SV3D's views; this engine has 4"):
+    with pytest.raises(ValueError, match="it is an SV4D 2.0 model; run it with SV4D2Pipeline"):
         SV4DPipeline(sv4d2.engine, SV4DPipeline.DEFAULTS["tiny_sv4d"], sv3d=None)
     with pytest.raises(ValueError, match="offload must be None or 'model'"):
         SV4D2Pipeline(sv4d2.engine, sv4d2.defaults, offload="disk")

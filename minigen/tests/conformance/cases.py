@@ -19,11 +19,6 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_DIR = REPO_ROOT.parent / "shared" / "reference" / "golden"
 ENV_VAR = "MINIGEN_GOLDEN_DIR"
 
-# case-id prefixes whose components a later issue implements: skipped with this reason until then
-PENDING: dict[str, str] = {
-    "pipe_sv4d": "SV4D / SV4D 2.0 end-to-end cases wait for issue 13, which registers their pipeline flows",
-}
-
 HANDLERS: dict[str, Callable] = {}
 
 
@@ -123,10 +118,6 @@ def discover() -> tuple[list[Path], str | None]:
         return folders, f"{SHARED_DIR} not found: the weight-carrying golden cases were not run"
     bundled = {p.name for p in folders}
     return folders + [p for p in case_folders(SHARED_DIR) if p.name not in bundled], None
-
-
-def pending_reason(case_id: str) -> str | None:
-    return next((reason for prefix, reason in PENDING.items() if case_id.startswith(prefix)), None)
 
 
 def run_case(case: Case) -> dict:
