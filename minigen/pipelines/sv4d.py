@@ -130,15 +130,19 @@ def noise_per_pass(noise: Sequence[WindowNoise] | None, num_passes: int) -> list
 
 
 def window_starts(num_frames: int, frames_per_window: int, stride: int) -> list[int]:
-    """First time of each SV4D 2.0 window: every `stride` frames, the last one moved back to end on the last frame.
+    """First time of each SV4D 2.0 window: every `stride` frames, the last one moved back to end on the last frame;
+    a window never starts on a time no earlier window generated (its cond_view is the views at its first time).
 
-    With stride T this is the script's `range(0, n, T)` with its last start clamped to n - T. With stride T - 1
-    (the 8-view model: windows share a frame) it is the script's `range(0, n - T + 1, T - 1)`, plus a last window
-    when that range leaves frames at the end (the script would leave them empty).
+    With stride T - 1 (the 8-view model: windows share a frame) this is the script's `range(0, n - T + 1, T - 1)`,
+    plus a last window when that range leaves frames at the end (the script leaves them empty and drops them).
+    With stride T it is the script's `range(0, n, T)` with its last start clamped to n - T wherever the script
+    runs, n < 2 T; from 2 T frames on, the script's window at time T has no views to start from (it crashes), so
+    windows start every T - 1 frames instead, each on the last time of the one before.
     """
-    starts = list(range(0, num_frames - frames_per_window + 1, stride))
-    if starts[-1] + frames_per_window < num_frames:
-        starts.append(num_frames - frames_per_window)
+    starts = [0]
+    while starts[-1] + frames_per_window < num_frames:
+        latest = starts[-1] + frames_per_window - 1  # the last time generated so far
+        starts.append(min(starts[-1] + stride, latest, num_frames - frames_per_window))
     return starts
 
 
@@ -477,7 +481,9 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
     last one moved back to end on the last frame. Each window is one pass with cond_motion = the input frames
     at its times and cond_view = the views the matrix holds at its first time: for the first window nothing yet
     (cond_view zeroed, image_only_indicator 0), for later ones the views the previous window generated there.
-    Each decoded window overwrites its times in the matrix.
+    Each decoded window overwrites its times in the matrix. Where the script fails, minigen goes on (see
+    `window_starts` and docs/differences.md): from 2T frames on, windows share a time as the 8-view model's do
+    (the script crashes), and the 8-view model's trailing frames get a last window (the script drops them).
     """
 
     DEFAULTS = {

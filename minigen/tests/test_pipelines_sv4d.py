@@ -7,6 +7,7 @@ reads what the reference scripts give it.
 """
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -83,13 +84,23 @@ def test_defaults_are_the_scripts():
 def test_windows_are_the_scripts(frames_per_window, stride):
     for n in range(frames_per_window, 60):
         starts = window_starts(n, frames_per_window, stride)
-        if stride == frames_per_window:  # sv4d2: range(0, n, T), the last start clamped to n - T
+        if stride == frames_per_window and n < 2 * frames_per_window:  # sv4d2 where the script runs:
+            # range(0, n, T), the last start clamped to n - T
             assert starts == [min(t0, n - frames_per_window) for t0 in range(0, n, frames_per_window)]
-        else:  # sv4d2_8views: range(0, n - T + 1, T - 1), plus a window for frames it would leave empty
-            script = list(range(0, n - frames_per_window + 1, stride))
+        elif stride < frames_per_window:  # sv4d2_8views: range(0, n - T + 1, T - 1), plus a window for frames
+            script = list(range(0, n - frames_per_window + 1, stride))  # it would leave empty
             assert starts[:len(script)] == script and len(starts) - len(script) <= 1
         covered = set().union(*(range(t0, t0 + frames_per_window) for t0 in starts))
         assert covered == set(range(n)) and starts == sorted(set(starts))
+        # each window after the first starts on a time an earlier window generated: its cond_view exists
+        assert all(later < earlier + frames_per_window for earlier, later in itertools.pairwise(starts))
+
+
+def test_sv4d2_windows_from_2T_frames_on_start_on_generated_views():
+    """The script's sv4d2 rule crashes at 2T frames (its window at time T has no views); minigen's windows then
+    start every T - 1 frames, as the 8-view model's do."""
+    assert window_starts(24, 12, 12) == [0, 11, 12]
+    assert window_starts(6, 3, 3) == window_starts(6, 3, 2) == [0, 2, 3]
 
 
 @pytest.mark.parametrize("cls, name, guider", [
