@@ -2,9 +2,10 @@
 reference sampling script runs it, through the very code the minigen pipelines use.
 
 The engine comes from the case's reference configs alone (network, denoiser, conditioner, first stage, sampler),
-loads `weights.safetensors` strictly, and the stored start noise (`randn`) and conditioning-image noise
-(`cond_aug_noise`) replace the pipeline's own draws. Each network family has its own flow; a case whose
-network has none fails with a message saying so.
+loads `weights.safetensors` strictly, and the stored draws replace the pipeline's own: SVD / SV3D's start noise
+(`randn`) and conditioning-image noise (`cond_aug_noise`); for SV4D / SV4D 2.0 every `noise.NNN`, sorted into
+the passes as the notes list them. The user's options come from `call.kwargs`. Each network family has its own
+flow; a case whose network has none fails with a message saying so.
 """
 
 import inspect
