@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from minigen.presets.first_stage import TINY
+from minigen.recipes.worlds import start_from_image_decoder
 
 DATA = Path(__file__).resolve().parent
 SIZE = 64
@@ -82,12 +83,7 @@ def train_image_vae(steps: int, generator: torch.Generator, device="cpu"):
 def train_video_decoder(vae, steps: int, generator: torch.Generator, noise: float = 0.3, device="cpu"):
     """tiny_svd's VideoDecoder, started from the image decoder, taught to decode clips whose latents
     carry independent per-frame noise (the flicker a diffusion model leaves) into steady frames."""
-    video_vae = TINY["tiny_svd"]().build()
-    video_decoder = video_vae.decoder.to(device)
-    video_decoder.load_state_dict(vae.decoder.state_dict(), strict=False)  # the spatial weights
-    with torch.no_grad():  # the output time mix starts as the identity
-        video_decoder.conv_out.time_mix_conv.weight.zero_()[:, :, 1].copy_(torch.eye(3)[:, :, None, None])
-        video_decoder.conv_out.time_mix_conv.bias.zero_()
+    video_decoder = start_from_image_decoder(TINY["tiny_svd"]().build().decoder, vae.decoder).to(device)
     optimizer = torch.optim.Adam(video_decoder.parameters(), lr=1e-3)
     for step in range(steps):
         clips = torch.cat([clip(generator, 4, 32) for _ in range(4)]).to(device)  # (b t) c h w, t = 4

@@ -100,15 +100,18 @@ def generate_orbit(pipeline: SV3DPipeline, example: dict, seed: int) -> torch.Te
     return sample.decoded.float().clamp(-1, 1)
 
 
-def orbit_grid(engine: DiffusionEngine, examples, generator: torch.Generator) -> torch.Tensor:
-    """Rows of truth and generated orbits, `(2 n v) 3 H W`, for the training run's sample grids."""
-    pipeline = tiny_pipeline(SV3DPipeline, engine, "tiny_sv3d")
+def truth_and_model_grid(examples, generator: torch.Generator, truth_and_model) -> torch.Tensor:
+    """For the training run's sample grids: `truth_and_model(example, seed)` gives an example's true frames and the
+    model's, each `n 3 H W`; they are stacked example by example, with one seed drawn from `generator`."""
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    rows = []
-    for index in range(len(examples)):
-        example = examples[index]
-        rows += [example["frames"], generate_orbit(pipeline, example, seed)]
-    return torch.cat(rows)
+    return torch.cat([rows for index in range(len(examples)) for rows in truth_and_model(examples[index], seed)])
+
+
+def orbit_grid(engine: DiffusionEngine, examples, generator: torch.Generator) -> torch.Tensor:
+    """True orbits, each above the model's orbit from its input view at the same cameras."""
+    pipeline = tiny_pipeline(SV3DPipeline, engine, "tiny_sv3d")
+    return truth_and_model_grid(examples, generator,
+                                lambda example, seed: (example["frames"], generate_orbit(pipeline, example, seed)))
 
 
 def as_uint8(frames: torch.Tensor):
@@ -122,33 +125,31 @@ def from_uint8(frames) -> torch.Tensor:
 
 
 def clip_grid(engine: DiffusionEngine, examples, generator: torch.Generator) -> torch.Tensor:
-    """Rows of true clips and the model's clips from their first frames at their own motion bucket."""
+    """True clips, each above the model's clip from its first frame at the clip's own motion bucket and fps."""
     pipeline = tiny_pipeline(SVDPipeline, engine, "tiny_svd")
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    rows = []
-    for index in range(len(examples)):
-        example = examples[index]
+
+    def truth_and_model(example, seed):
         clip = pipeline(as_uint8(example["frames"][:1])[0], motion_bucket_id=int(example["motion_bucket_id"]),
                         fps_id=int(example["fps_id"]), seed=seed, progress=False)
-        rows += [example["frames"], from_uint8(clip)]
-    return torch.cat(rows)
+        return example["frames"], from_uint8(clip)
+
+    return truth_and_model_grid(examples, generator, truth_and_model)
 
 
 def multiview_grid(engine: DiffusionEngine, examples, generator: torch.Generator) -> torch.Tensor:
-    """For each example, the true novel-view videos above the model's, one row per view."""
+    """The true novel-view videos above the model's, one row of frames per view."""
     from .tiny_sv4d2 import novel_view_cameras
 
     pipeline = tiny_pipeline(SV4D2Pipeline, engine, "tiny_sv4d2")
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    rows = []
-    for index in range(len(examples)):
-        example = examples[index]
+
+    def truth_and_model(example, seed):
         elevations, azimuths = novel_view_cameras(example)
         videos = pipeline(as_uint8(example["frames"][:, 0]), elevations_deg=elevations, azimuths_deg=azimuths,
                           seed=seed, progress=False)  # v t H W 3
-        rows += [rearrange(example["frames"][:, 1:], "t v c h w -> (v t) c h w"),
-                 rearrange(from_uint8(videos), "v t c h w -> (v t) c h w")]
-    return torch.cat(rows)
+        return (rearrange(example["frames"][:, 1:], "t v c h w -> (v t) c h w"),
+                rearrange(from_uint8(videos), "v t c h w -> (v t) c h w"))
+
+    return truth_and_model_grid(examples, generator, truth_and_model)
 
 
 # ------------------------------------------------------------------------------------------------- evaluations

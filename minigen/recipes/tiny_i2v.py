@@ -8,13 +8,13 @@ batch carries the SVD conditioner's keys unchanged (`cond_frames_without_noise`,
 is tiny_svd's VideoUNet trained from scratch with SVD's noise distribution and v-prediction.
 """
 
+from dataclasses import replace
 from functools import partial
 
 import torch
 
 from ..data import scenes
-from ..diffusion import EDMSampling, StandardDiffusionLoss, VWeighting
-from . import Recipe, TrainConfig, worlds
+from . import Recipe, worlds
 
 NUM_FRAMES = 8
 FPS_ID = 5  # fps 6, the middle of the dataset's frame rates: what the evaluation asks for
@@ -36,10 +36,6 @@ def make_batch(examples: list[dict], generator) -> dict:
     return batch | {"latents": torch.cat([example["latents"] for example in examples])}  # (b t) 4 h w
 
 
-def loss() -> StandardDiffusionLoss:
-    return StandardDiffusionLoss(EDMSampling(p_mean=1.0, p_std=1.6), VWeighting())
-
-
 def sample(engine, generator):
     """Held-out first frames: the true clip above the model's clip at the clip's own motion bucket."""
     from .quality import clip_grid
@@ -48,18 +44,14 @@ def sample(engine, generator):
 
 
 def recipe() -> Recipe:
-    return Recipe(
+    return worlds.world_recipe(
         name="tiny_i2v",
         preset="tiny_svd",
         description="SVD-style image-to-video: 8-frame 64x64 clips of moving procedural objects with measured "
                     "motion_bucket_id and fps_id; tiny_svd VideoUNet (2.0 M) on the frozen worlds VAE",
-        config=TrainConfig(steps=2500, batch_size=8, learning_rate=3e-4, warmup_steps=100, ema_decay=0.998,
-                           precision="bf16", log_every=25, sample_every=500, checkpoint_every=250),
+        config=replace(worlds.TRAIN_CONFIG, steps=2500, batch_size=8),
         dataset=training_set,
         make_batch=make_batch,
-        encode=worlds.cached_latents,
-        loss=loss,
         condition=partial(worlds.condition, dropout=0.1, zero_keys=ZERO_KEYS, repeat_to_frames=True),
-        prepare=worlds.load_worlds_vae,
         sample=sample,
     )

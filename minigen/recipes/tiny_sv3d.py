@@ -8,13 +8,13 @@ The VAE is the frozen worlds VAE (`minigen.recipes.worlds`); the UNet is tiny_sv
 from scratch with SVD's noise distribution (log sigma ~ N(1.0, 1.6)) and v-prediction.
 """
 
+from dataclasses import replace
 from functools import partial
 
 import torch
 
 from ..data import scenes
-from ..diffusion import EDMSampling, StandardDiffusionLoss, VWeighting
-from . import Recipe, TrainConfig, worlds
+from . import Recipe, worlds
 
 NUM_VIEWS = 8
 TRAIN_SEED, HELD_OUT_SEED = 0, 1  # held-out objects come from another seed: never seen in training
@@ -35,10 +35,6 @@ def make_batch(examples: list[dict], generator) -> dict:
     return batch | {"latents": torch.cat([example["latents"] for example in examples])}  # (b t) 4 h w
 
 
-def loss() -> StandardDiffusionLoss:
-    return StandardDiffusionLoss(EDMSampling(p_mean=1.0, p_std=1.6), VWeighting())
-
-
 def sample(engine, generator):
     """Held-out orbits: the truth above the model's orbit, for the periodic sample grid."""
     from .quality import orbit_grid  # the pipelines import the recipes' data, not the other way round
@@ -47,18 +43,14 @@ def sample(engine, generator):
 
 
 def recipe() -> Recipe:
-    return Recipe(
+    return worlds.world_recipe(
         name="tiny_sv3d",
         preset="tiny_sv3d",
         description="SV3D_p-style orbits: 8 views of procedural objects at 64x64; tiny_sv3d VideoUNet (2.0 M) "
                     "on the frozen worlds VAE",
-        config=TrainConfig(steps=2500, batch_size=8, learning_rate=3e-4, warmup_steps=100, ema_decay=0.998,
-                           precision="bf16", log_every=25, sample_every=500, checkpoint_every=250),
+        config=replace(worlds.TRAIN_CONFIG, steps=2500, batch_size=8),
         dataset=training_set,
         make_batch=make_batch,
-        encode=worlds.cached_latents,
-        loss=loss,
         condition=partial(worlds.condition, dropout=0.1, zero_keys=ZERO_KEYS, repeat_to_frames=True),
-        prepare=worlds.load_worlds_vae,
         sample=sample,
     )

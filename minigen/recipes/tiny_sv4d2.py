@@ -9,12 +9,13 @@ zeroed and `image_only_indicator` is 0. The conditioner is SV4D 2.0's layout unc
 worlds VAE; the UNet is tiny_sv4d2's SpatialUNetModelWithTime (view, time and motion attention, 3D attention).
 """
 
+from dataclasses import replace
+
 import torch
 
 from ..camera import Trajectory, sv4d2_camera_inputs
 from ..data import scenes
-from ..diffusion import EDMSampling, StandardDiffusionLoss, VWeighting
-from . import Recipe, TrainConfig, worlds
+from . import Recipe, worlds
 
 NUM_TIMES, NUM_VIEWS = 3, 4  # one pass of tiny_sv4d2
 VIDEO_FRAMES = 5  # frames per example video: windows start at 0, 1 or 2
@@ -72,10 +73,6 @@ def condition(engine, batch: dict, generator) -> dict:
     return c
 
 
-def loss() -> StandardDiffusionLoss:
-    return StandardDiffusionLoss(EDMSampling(p_mean=1.0, p_std=1.6), VWeighting())
-
-
 def sample(engine, generator):
     from .quality import multiview_grid
 
@@ -83,18 +80,14 @@ def sample(engine, generator):
 
 
 def recipe() -> Recipe:
-    return Recipe(
+    return worlds.world_recipe(
         name="tiny_sv4d2",
         preset="tiny_sv4d2",
         description="SV4D 2.0-style passes: 3 times x 4 novel views of moving procedural objects at 64x64; "
                     "tiny_sv4d2 SpatialUNetModelWithTime (2.9 M) on the frozen worlds VAE",
-        config=TrainConfig(steps=1500, batch_size=4, learning_rate=3e-4, warmup_steps=100, ema_decay=0.998,
-                           precision="bf16", log_every=25, sample_every=500, checkpoint_every=250),
+        config=replace(worlds.TRAIN_CONFIG, steps=1500, batch_size=4),
         dataset=training_set,
         make_batch=make_batch,
-        encode=worlds.cached_latents,
-        loss=loss,
         condition=condition,
-        prepare=worlds.load_worlds_vae,
         sample=sample,
     )

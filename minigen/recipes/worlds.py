@@ -24,8 +24,10 @@ from safetensors.torch import load_file, save_file
 
 from ..conditioning import VideoPredictionEmbedderWithEncoder
 from ..data import scenes
+from ..diffusion import EDMSampling, StandardDiffusionLoss, VWeighting
 from ..nn.autoencoder import AutoencoderKL, VideoDecoder
 from ..presets.first_stage import TINY_DDCONFIG, FirstStageConfig
+from . import Recipe, TrainConfig
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 WORLDS_VAE = DATA_DIR / "tiny_worlds_vae.safetensors"
@@ -170,6 +172,26 @@ def cached_latents(engine, batch: dict) -> torch.Tensor:
     return engine.first_stage_model.scale_factor * batch["latents"]
 
 
+# ------------------------------------------------------------------------------------------ training settings
+
+# What the three world recipes share: AdamW at 3e-4 after a short warm-up, bf16 autocast, an EMA over about the
+# last 500 steps; each recipe sets its own steps and batch size.
+TRAIN_CONFIG = TrainConfig(learning_rate=3e-4, warmup_steps=100, ema_decay=0.998, precision="bf16", log_every=25,
+                           sample_every=500, checkpoint_every=250)
+
+
+def loss() -> StandardDiffusionLoss:
+    """SVD's training noise, shifted towards high noise (log sigma ~ N(1.0, 1.6)), and the v-prediction weighting
+    (EDM's with sigma_data = 1), as the video models' VScalingWithEDMcNoise denoiser expects."""
+    return StandardDiffusionLoss(EDMSampling(p_mean=1.0, p_std=1.6), VWeighting())
+
+
+def world_recipe(**fields) -> Recipe:
+    """A recipe that trains on a world: the frozen worlds VAE, cached latents and the shared loss; `fields` name
+    the rest (name, preset, description, config, dataset, make_batch, condition, sample)."""
+    return Recipe(encode=cached_latents, loss=loss, prepare=load_worlds_vae, **fields)
+
+
 def select_samples(batch: dict, samples: torch.Tensor, num_samples: int) -> dict:
     """The part of a batch of `num_samples` samples that belongs to the samples indexed by `samples`: every tensor
     has a whole number of rows per sample (one image, t frames, t x v frames...); plain numbers pass through."""
@@ -255,15 +277,21 @@ def train_image_vae(vae: AutoencoderKL, steps: int, batch_size: int, generator: 
     return losses
 
 
+def start_from_image_decoder(decoder: VideoDecoder, image_decoder) -> VideoDecoder:
+    """A temporal decoder that starts as the image decoder: its spatial weights, and an output time mix that is
+    the identity (the frame-mixing ResNet blocks start from their blend)."""
+    decoder.load_state_dict(image_decoder.state_dict(), strict=False)  # the spatial weights
+    with torch.no_grad():
+        decoder.conv_out.time_mix_conv.weight.zero_()[:, :, 1].copy_(torch.eye(3)[:, :, None, None])
+        decoder.conv_out.time_mix_conv.bias.zero_()
+    return decoder
+
+
 def train_video_decoder(vae: AutoencoderKL, steps: int, clips: int, generator: torch.Generator,
                         latent_noise: float = 0.3) -> VideoDecoder:
     """The temporal decoder, started from the image decoder, taught to decode 4-frame clips whose latents carry
     independent per-frame noise (the flicker a diffusion model leaves) into steady frames."""
-    decoder = video_decoder()
-    decoder.load_state_dict(vae.decoder.state_dict(), strict=False)  # the spatial weights
-    with torch.no_grad():  # the output time mix starts as the identity
-        decoder.conv_out.time_mix_conv.weight.zero_()[:, :, 1].copy_(torch.eye(3)[:, :, None, None])
-        decoder.conv_out.time_mix_conv.bias.zero_()
+    decoder = start_from_image_decoder(video_decoder(), vae.decoder)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-4)
     for step in range(steps):
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))

@@ -11,12 +11,7 @@ from minigen.recipes import get_recipe, quality, recipe_names, tiny_sv4d2, world
 WORLD_RECIPES = {"tiny_sv3d": "tiny_sv3d", "tiny_i2v": "tiny_svd", "tiny_sv4d2": "tiny_sv4d2"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def small_cache(recipe_name: str, length: int = 2) -> worlds.LatentCache:

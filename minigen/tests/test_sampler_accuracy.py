@@ -26,13 +26,7 @@ class EDMDiscretization64(EDMDiscretization):
         return super().get_sigmas(n, device=device).double()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: torch's thread pool only adds overhead, and a lot of it on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
