@@ -150,3 +150,11 @@ def test_the_readme_quick_start_orbits_the_bundled_object(tmp_path):
     assert ((object_pixels > 0.05) & (object_pixels < 0.6)).all(), object_pixels
     corners = orbit[:, :4, :4].reshape(len(orbit), -1)
     assert (corners > 200).all()  # white background
+
+
+def test_the_committed_tiny_image_draws_the_shape_it_is_asked_for():
+    from minigen.recipes import tiny_image
+
+    result = quality.evaluate_image(tiny_image.trained_engine(), rows=2, cfg_scales=(3.0,))
+    assert result["classifier on real shapes"] > 0.95
+    assert result["samples at cfg 3"] >= 0.75  # 8 samples, 2 of each shape (benchmarks: 100% of 64)
