@@ -30,6 +30,13 @@ def training_set() -> worlds.LatentCache:
     return worlds.LatentCache(dataset(), TRAIN_EXAMPLES)
 
 
+def prepare(engine) -> None:
+    """The frozen worlds VAE, and the network started from the trained tiny_svd (tiny_i2v), as SV3D was fine-tuned
+    from SVD: only the vector embedding's first layer (cameras widen it) starts anew."""
+    worlds.load_worlds_vae(engine)
+    worlds.start_from_course_model(engine, "tiny_svd")
+
+
 def make_batch(examples: list[dict], generator) -> dict:
     batch = scenes.orbit_batch(examples, cond_aug=1e-5, generator=generator)
     return batch | {"latents": torch.cat([example["latents"] for example in examples])}  # (b t) 4 h w
@@ -53,4 +60,5 @@ def recipe() -> Recipe:
         make_batch=make_batch,
         condition=partial(worlds.condition, dropout=0.1, zero_keys=ZERO_KEYS, repeat_to_frames=True),
         sample=sample,
+        prepare=prepare,
     )

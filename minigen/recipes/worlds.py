@@ -98,6 +98,20 @@ def load_trained(engine, path: Path) -> None:
     load_worlds_vae(engine)
 
 
+def start_from_course_model(engine, preset: str) -> list[str]:
+    """Initialise a world engine's network from another trained course model (as SV3D was fine-tuned from SVD):
+    every tensor whose name and shape agree is copied; returns the names left as they were (e.g. the vector
+    embedding, whose width differs). Only the network: the VAE parts are the same file anyway."""
+    from ..presets import trained_weights_path
+
+    source = {key: value.float() for key, value in load_file(trained_weights_path(preset)).items()
+              if key.startswith("model.diffusion_model.")}
+    target = engine.state_dict()
+    fits = {key: value for key, value in source.items() if key in target and target[key].shape == value.shape}
+    engine.load_state_dict(fits, strict=False)
+    return sorted(key for key in target if key.startswith("model.diffusion_model.") and key not in fits)
+
+
 def export_trained(recipe_name: str, ema_path: Path, out: Path, metadata: dict[str, str]) -> Path:
     """A training run's EMA network (`ema.safetensors`) + the recipe's frozen CLIP tower -> a data/ model file."""
     from ..pipelines import DiffusionEngine
@@ -188,8 +202,8 @@ def loss() -> StandardDiffusionLoss:
 
 def world_recipe(**fields) -> Recipe:
     """A recipe that trains on a world: the frozen worlds VAE, cached latents and the shared loss; `fields` name
-    the rest (name, preset, description, config, dataset, make_batch, condition, sample)."""
-    return Recipe(encode=cached_latents, loss=loss, prepare=load_worlds_vae, **fields)
+    the rest (name, preset, description, config, dataset, make_batch, condition, sample, perhaps prepare)."""
+    return Recipe(**{"encode": cached_latents, "loss": loss, "prepare": load_worlds_vae, **fields})
 
 
 def select_samples(batch: dict, samples: torch.Tensor, num_samples: int) -> dict:
