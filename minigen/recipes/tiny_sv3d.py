@@ -54,9 +54,9 @@ def recipe() -> Recipe:
         name="tiny_sv3d",
         preset="tiny_sv3d",
         description="SV3D_p-style orbits: 8 views of procedural objects at 64x64; tiny_sv3d VideoUNet (2.0 M, "
-                    "started from tiny_svd) on the frozen worlds VAE; 2500 steps x 8: 25 min on a 2-core CPU shared "
-                    "with other runs (plus 3 min to cache 2000 orbits' latents)",
-        config=replace(worlds.TRAIN_CONFIG, steps=2500, batch_size=8),
+                    "started from tiny_svd) on the frozen worlds VAE; 4500 steps x 8: about 47 min on a 2-core CPU "
+                    "shared with other runs (plus 3 min to cache 2000 orbits' latents)",
+        config=replace(worlds.TRAIN_CONFIG, steps=4500, batch_size=8),
         dataset=training_set,
         make_batch=make_batch,
         condition=partial(worlds.condition, dropout=0.1, zero_keys=ZERO_KEYS, repeat_to_frames=True),
