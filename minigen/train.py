@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from . import io
 from .nn.unet import set_gradient_checkpointing
+from .pipelines.common import input_keys as conditioner_keys
 from .pipelines.engine import DiffusionEngine
 from .recipes import Recipe, TrainConfig, get_recipe, recipe_names
 
@@ -103,7 +104,8 @@ def batch_indices(step: int, batch_size: int, size: int, seed: int) -> list[int]
     A function of the step alone, so a resumed run sees exactly the batches a straight run sees.
     """
     positions = range(step * batch_size, (step + 1) * batch_size)
-    return [epoch_order(seed, position // size, size)[position % size] for position in positions]
+    orders = {epoch: epoch_order(seed, epoch, size) for epoch in {position // size for position in positions}}
+    return [orders[position // size][position % size] for position in positions]
 
 
 def micro_batches(batch_size: int, accumulate: int, world: World) -> list[list[int]]:
@@ -160,9 +162,8 @@ def select_trainable(engine: DiffusionEngine, trainable, frozen) -> dict[str, to
 
 
 def input_keys(engine: DiffusionEngine) -> list[str]:
-    """The batch entries the conditioner reads."""
-    entries = engine.conditioner.entries if engine.conditioner is not None else []
-    return [key for entry in entries for key in entry.keys]
+    """The batch entries the conditioner reads (none without a conditioner)."""
+    return conditioner_keys(engine.conditioner) if engine.conditioner is not None else []
 
 
 def set_condition_dropout(engine: DiffusionEngine, rates: dict[str, float]) -> None:

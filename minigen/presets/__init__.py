@@ -27,12 +27,12 @@ PART_PREFIXES = {
 
 # course presets whose trained weights are committed in data/ (made by `python -m minigen.train RECIPE`, see
 # data/README.md): their engines load these by default
-TRAINED_WEIGHTS = {
-    "tiny_svd": "tiny_svd.safetensors",  # recipe tiny_i2v
-    "tiny_sv3d": "tiny_sv3d.safetensors",  # recipe tiny_sv3d
-    "tiny_sv4d2": "tiny_sv4d2.safetensors",  # recipe tiny_sv4d2
-}
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+TRAINED_WEIGHTS = (
+    "tiny_svd",  # recipe tiny_i2v
+    "tiny_sv3d",  # recipe tiny_sv3d
+    "tiny_sv4d2",  # recipe tiny_sv4d2
+)
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # the repository's data/ folder: assets and course weights
 
 _PARTS: dict[str, dict[str, Callable[[], object]]] = {part: {} for part in PART_PREFIXES}
 _OFFICIAL: set[str] = set()
@@ -118,4 +118,4 @@ def trained_weights_path(name: str) -> Path:
     """Where the committed trained weights of course preset `name` live (see TRAINED_WEIGHTS)."""
     if name not in TRAINED_WEIGHTS:
         raise ValueError(f"Preset {name!r} has no committed trained weights; these do: {', '.join(TRAINED_WEIGHTS)}.")
-    return DATA_DIR / TRAINED_WEIGHTS[name]
+    return DATA_DIR / f"{name}.safetensors"

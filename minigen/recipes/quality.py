@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from .. import io
 from ..camera import Trajectory
 from ..data import scenes
 from ..pipelines import DiffusionEngine
@@ -116,7 +117,7 @@ def orbit_grid(engine: DiffusionEngine, examples, generator: torch.Generator) ->
 
 def as_uint8(frames: torch.Tensor):
     """`n 3 H W` in [-1, 1] -> uint8 `[n, H, W, 3]`, what the pipelines take."""
-    return ((frames.clamp(-1, 1).permute(0, 2, 3, 1) + 1) * 127.5).round().byte().numpy()
+    return io.to_uint8(frames.permute(0, 2, 3, 1))
 
 
 def from_uint8(frames) -> torch.Tensor:

@@ -26,6 +26,7 @@ from ..diffusion import (
 )
 from ..nn.unet import UNetModel
 from ..pipelines.engine import DiffusionEngine
+from ..presets import DATA_DIR
 from . import Recipe, TrainConfig
 
 NUM_CLASSES = len(SHAPES)
@@ -61,7 +62,7 @@ def build_engine() -> DiffusionEngine:
     return DiffusionEngine(tiny_unet(), Denoiser(EDMScaling(SIGMA_DATA)), conditioner)
 
 
-TRAINED = Path(__file__).resolve().parents[2] / "data" / "tiny_image.safetensors"  # this recipe's EMA weights
+TRAINED = DATA_DIR / "tiny_image.safetensors"  # this recipe's EMA weights
 
 
 def trained_engine(path: Path = TRAINED) -> DiffusionEngine:

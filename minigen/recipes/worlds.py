@@ -22,14 +22,15 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .. import io
 from ..conditioning import VideoPredictionEmbedderWithEncoder
 from ..data import scenes
 from ..diffusion import EDMSampling, StandardDiffusionLoss, VWeighting
 from ..nn.autoencoder import AutoencoderKL, VideoDecoder
+from ..presets import DATA_DIR, trained_weights_path
 from ..presets.first_stage import TINY_DDCONFIG, FirstStageConfig
 from . import Recipe, TrainConfig
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 WORLDS_VAE = DATA_DIR / "tiny_worlds_vae.safetensors"
 COURSE_VAE = DATA_DIR / "tiny_vae.safetensors"  # notebook 05's VAE, trained on flat procedural scenes
 SIZE = 64  # rendered frame size: 8x8 latents
@@ -102,8 +103,6 @@ def start_from_course_model(engine, preset: str) -> list[str]:
     """Initialise a world engine's network from another trained course model (as SV3D was fine-tuned from SVD):
     every tensor whose name and shape agree is copied; returns the names left as they were (e.g. the vector
     embedding, whose width differs). Only the network: the VAE parts are the same file anyway."""
-    from ..presets import trained_weights_path
-
     source = {key: value.float() for key, value in load_file(trained_weights_path(preset)).items()
               if key.startswith("model.diffusion_model.")}
     target = engine.state_dict()
@@ -156,7 +155,7 @@ class LatentCache(torch.utils.data.Dataset):
         weights = {key: value.float() for key, value in load_file(path).items()}
         vae.encoder.load_state_dict(_part(weights, "encoder."))
         frames = torch.cat([example["frames"].reshape(-1, 3, SIZE, SIZE) for example in self.examples])
-        frames = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte()  # as a saved image would hold them
+        frames = torch.from_numpy(io.to_uint8(frames))  # as a saved image would hold them
         with torch.no_grad():
             latents = torch.cat([vae.posterior(to_float(frames[i:i + chunk])).mode() for i in
                                  range(0, len(frames), chunk)])
