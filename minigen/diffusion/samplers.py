@@ -78,13 +78,13 @@ class BaseSampler:
         self.guider = guider if guider is not None else IdentityGuider()
         self.progress = progress  # show a tqdm progress bar over the steps
         self.device = device
+        self.step = None  # the index of the step being taken during a run (see `steps`)
 
     def __call__(self, denoiser, x: torch.Tensor, cond: dict, uc: dict | None = None, num_steps: int | None = None,
                  *, callback=None, generator: torch.Generator | None = None, noise_sampler=None) -> torch.Tensor:
-        num_steps = _check_num_steps(self.num_steps if num_steps is None else num_steps)
-        sigmas = self.discretization(num_steps, device=x.device)
+        sigmas = self.sigmas(num_steps, device=x.device)
         uc = cond if uc is None else uc
-        x = x * torch.sqrt(1.0 + sigmas[0] ** 2.0)  # unit noise -> noise at sigma_0 (on top of the signal)
+        x = self.start(x, sigmas)
 
         def model(x_now, sigma):
             sigma_batch = x_now.new_ones([x_now.shape[0]]) * sigma  # b
@@ -96,14 +96,39 @@ class BaseSampler:
 
         return self.sample(model, x, sigmas, noise_sampler, callback or (lambda *args: None))
 
+    def sigmas(self, num_steps: int | None = None, device="cpu") -> torch.Tensor:
+        """The schedule of a run of `num_steps` (default: the sampler's), high to low, ending at 0."""
+        return self.discretization(_check_num_steps(self.num_steps if num_steps is None else num_steps), device=device)
+
+    @staticmethod
+    def start(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        """The run's first state from the call's `x`: unit noise scaled to noise at sigma_0 (on top of the signal)."""
+        return x * torch.sqrt(1.0 + sigmas[0] ** 2.0)
+
+    def input_for(self, x_noisy: torch.Tensor, num_steps: int | None = None) -> torch.Tensor:
+        """What to pass as `x` so that the run starts from `x_noisy`, a latent already at the schedule's first sigma.
+
+        The call takes unit-variance noise and scales it by sqrt(1 + sigma_0^2) (`start`, the reference's
+        convention); a latent that already carries noise sigma_0 (img2img, a refiner finishing another model's trajectory) is
+        divided by the same factor first.
+        """
+        sigma_0 = self.sigmas(num_steps, device=x_noisy.device)[0]
+        return x_noisy / torch.sqrt(1.0 + sigma_0**2.0)
+
     def denoise(self, x, denoiser, sigma, cond, uc) -> torch.Tensor:
         """One guided denoiser evaluation: double the batch if the guider wants to, then mix."""
         denoised = denoiser(*self.guider.prepare_inputs(x, sigma, cond, uc))
         return self.guider(denoised, sigma)
 
     def steps(self, sigmas: torch.Tensor):
-        """Indices 0 .. len(sigmas) - 2 of the steps sigmas[i] -> sigmas[i + 1], with a progress bar."""
-        return tqdm(range(len(sigmas) - 1), desc=type(self).__name__, disable=not self.progress, leave=False)
+        """Indices 0 .. len(sigmas) - 2 of the steps sigmas[i] -> sigmas[i + 1], with a progress bar.
+
+        `self.step` holds the index of the step being taken, for denoisers whose conditioning changes from one
+        step to the next (SV4D's dense windows alternate their direction).
+        """
+        for step in tqdm(range(len(sigmas) - 1), desc=type(self).__name__, disable=not self.progress, leave=False):
+            self.step = step
+            yield step
 
     def sample(self, model, x, sigmas, noise, callback) -> torch.Tensor:
         raise NotImplementedError

@@ -372,30 +372,23 @@ class SV4DPipeline(MultiviewVideoPipeline):
         its latent matrix; the guider's per-frame scales follow the order of each direction, as in the script.
         """
         times_reversed = rearrange(torch.arange(len(noise)), "(t v) -> t v", v=self.views).flip(0).flatten()
-        step = 0  # the step being taken; the sampler's callback moves it on
 
         def guided(x, sigma, window: Window):
             sigma_batch = x.new_ones([x.shape[0]]) * sigma  # as BaseSampler.__call__ does
             return sampler.denoise(x, self.denoiser(window), sigma_batch, window.c, window.uc)
 
         def model(x, sigma):
-            if step % 2:
+            if sampler.step % 2:  # the index of the step being taken, kept by the sampler's loop
                 return guided(x, sigma, forward)
             return guided(x[times_reversed], sigma, backward)[times_reversed]  # reversing twice restores the order
-
-        def after_step(x, denoised, sigma, index):
-            nonlocal step
-            step = index + 1
-            if callback is not None:
-                callback(x, denoised, sigma, index)
 
         def fresh_noise(like):  # only for samplers that inject noise; Euler without churn never calls it
             return torch.randn(like.shape, generator=generator).to(like)
 
-        sigmas = sampler.discretization(sampler.num_steps, device=noise.device)
-        x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0)  # unit noise -> noise at sigma_0, as BaseSampler.__call__
+        sigmas = sampler.sigmas(device=noise.device)
         with self.placement.use(self.engine.model):
-            return sampler.sample(model, x, sigmas, fresh_noise, after_step)
+            return sampler.sample(model, sampler.start(noise, sigmas), sigmas, fresh_noise,
+                                  callback or (lambda *args: None))
 
     @torch.inference_mode()
     def __call__(
