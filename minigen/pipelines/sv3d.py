@@ -26,7 +26,7 @@ DEFAULT_ELEVATION_DEG = 10.0  # the script's elevations_deg
 def sv3d_defaults(num_frames: int = 21, num_steps: int = 50, image_size=(576, 576)) -> VideoDefaults:
     """The script's SV3D settings: 21 frames, 50 steps, cond_aug 1e-5; the config's triangle guider, max 2.5."""
     return VideoDefaults(num_frames=num_frames, num_steps=num_steps, guider="TrianglePredictionGuider",
-                         max_cfg=2.5, min_cfg=1.0, cond_aug=1e-5, image_size=image_size)
+                         cfg=2.5, min_cfg=1.0, cond_aug=1e-5, image_size=image_size)
 
 
 class SV3DPipeline(ImageToVideoPipeline):
@@ -34,7 +34,7 @@ class SV3DPipeline(ImageToVideoPipeline):
 
     The call returns uint8 frames. Code that needs the frames as tensors (SV4D's reference views) uses
     `generate(image_tensor, pipe.conditions(num_frames, elevations_deg, azimuths_deg), num_frames,
-    pipe.make_sampler(num_frames, num_steps), generator=...)`, whose `decoded` is `t 3 H W` in [-1, 1].
+    pipe.make_sampler(num_steps, num_frames=num_frames), generator=...)`, whose `decoded` is `t 3 H W` in [-1, 1].
     """
 
     DEFAULTS = {
@@ -82,6 +82,7 @@ class SV3DPipeline(ImageToVideoPipeline):
     def __call__(
         self,
         image,  # uint8 [H, W, 3] (or [H, W, 4] with preprocess) or a path; 576 x 576 as trained
+        *,
         num_frames: int | None = None,  # default 21: 20 novel views, then the input view
         num_steps: int | None = None,  # default 50
         elevations_deg=None,  # SV3D_p: one number or one per frame, degrees above the horizon (default 10)
@@ -91,12 +92,13 @@ class SV3DPipeline(ImageToVideoPipeline):
         image_frame_ratio: float | None = None,  # with preprocess: fraction of the frame the object fills
         background: str = "auto",  # with preprocess: "auto", "alpha", "uniform" or "rembg"
         rembg_model_path=None,  # with background "rembg": the segmentation model file
-        decoding_t: int | None = None,  # frames per decoder call (default: the preset's, 14)
+        seed: int | None = 23,  # the script's; None draws a random seed
+        cfg: float | None = None,  # the triangle guider's scale half-way round the orbit (default 2.5)
+        min_cfg: float | None = None,  # its scale at the input view (default 1.0)
+        sampler: str | None = None,  # a minigen sampler name (default: the script's EulerEDMSampler)
+        sampler_options: dict | None = None,  # e.g. {"s_churn": 1.0}
         encoding_t: int | None = None,  # frames per call of the conditioner's VAE encoder
-        seed: int | None = 23,
-        min_cfg: float | None = None,  # the triangle guider's scale at the input view (default 1.0)
-        max_cfg: float | None = None,  # its scale half-way round the orbit (default 2.5)
-        sampler: str = "EulerEDMSampler",
+        decoding_t: int | None = None,  # frames per decoder call (default: the preset's, 14)
         callback=None,  # callback(x, denoised, sigma, step) after every sampler step
         progress: bool = True,
     ) -> np.ndarray:
@@ -108,5 +110,5 @@ class SV3DPipeline(ImageToVideoPipeline):
                           "orbits, so results may be worse.", stacklevel=2)
         image = self.object_image(image, preprocess, image_frame_ratio, background, rembg_model_path)
         return self.sample_frames(image, values, num_frames, num_steps=num_steps, decoding_t=decoding_t,
-                                  encoding_t=encoding_t, seed=seed, min_cfg=min_cfg, max_cfg=max_cfg, sampler=sampler,
-                                  callback=callback, progress=progress)
+                                  encoding_t=encoding_t, seed=seed, cfg=cfg, min_cfg=min_cfg, sampler=sampler,
+                                  sampler_options=sampler_options, callback=callback, progress=progress)

@@ -61,7 +61,7 @@ class MultiviewDefaults:
 
     num_steps: int  # sampler steps: 20 (SV4D), 50 (SV4D 2.0)
     guider: str  # "SpatiotemporalPredictionGuider" or "LinearPredictionGuider", with additional_cond_keys
-    max_cfg: float  # the guider's max_scale (the script's "cfg")
+    cfg: float  # the guider's max_scale (the script's "cfg")
     min_cfg: float = 1.0  # the guider's min_scale
     elevation_deg: float = 0.0  # the script's default elevations_deg
     camera_model: str = "sv4d2"  # minigen.camera's name for the script's default cameras
@@ -69,6 +69,8 @@ class MultiviewDefaults:
     sv3d_preset: str | None = None  # SV4D: the SV3D model that makes the reference views (the script's sv3d_u)
     sigma_max: float = 700.0  # EDMDiscretization's sigma_max in the scripts (the configs say 500)
     image_size: int = 576  # the square frame size the model was trained at; other sizes are warned about
+    num_frames: int = 21  # SV4D 2.0: frames read from the start of the video, at most (the script's n_frames)
+    sampler: str = "EulerEDMSampler"  # the scripts' sampler
 
 
 @dataclass
@@ -194,18 +196,21 @@ class MultiviewVideoPipeline(Pipeline):
         validate_cameras(elevations_deg, azimuths_deg, num_views, require_sorted=True)
         return Trajectory(elevations_deg, azimuths_deg)
 
-    def make_sampler(self, num_steps: int, min_cfg: float | None, max_cfg: float | None, progress: bool):
+    def make_sampler(self, num_steps: int | None = None, *, cfg: float | None = None, min_cfg: float | None = None,
+                     sampler: str | None = None, sampler_options: dict | None = None, progress: bool = True):
         """The scripts' sampler: Euler on the EDM schedule (sigma_max 700), guided per (t v) frame, with the
         reference views and input frames zeroed in the unconditional branch too (additional_cond_keys)."""
         frames, views = self.frames_per_window * self.views, self.views
         per_view = {"num_views": views} if self.defaults.guider == "SpatiotemporalPredictionGuider" else {}
         guider = diffusion.by_name("guider", self.defaults.guider)(
-            max_scale=self.defaults.max_cfg if max_cfg is None else max_cfg,
+            max_scale=self.defaults.cfg if cfg is None else cfg,
             min_scale=self.defaults.min_cfg if min_cfg is None else min_cfg,
             num_frames=frames, additional_cond_keys=list(MULTIVIEW_KEYS), **per_view,
         )
         discretization = diffusion.EDMDiscretization(sigma_max=self.defaults.sigma_max)
-        return make_sampler("EulerEDMSampler", discretization, num_steps, guider, progress=progress)
+        return make_sampler(sampler or self.defaults.sampler, discretization,
+                            self.defaults.num_steps if num_steps is None else num_steps, guider, progress=progress,
+                            **(sampler_options or {}))
 
     # -- one pass
 
@@ -299,9 +304,9 @@ class SV4DPipeline(MultiviewVideoPipeline):
     """
 
     DEFAULTS = {
-        "sv4d": MultiviewDefaults(num_steps=20, guider="SpatiotemporalPredictionGuider", max_cfg=2.0,
+        "sv4d": MultiviewDefaults(num_steps=20, guider="SpatiotemporalPredictionGuider", cfg=2.0,
                                   elevation_deg=10.0, camera_model="sv4d", sv3d_preset="sv3d_u"),
-        "tiny_sv4d": MultiviewDefaults(num_steps=4, guider="SpatiotemporalPredictionGuider", max_cfg=2.0,
+        "tiny_sv4d": MultiviewDefaults(num_steps=4, guider="SpatiotemporalPredictionGuider", cfg=2.0,
                                        elevation_deg=10.0, camera_model="sv4d", sv3d_preset="tiny_sv3d", image_size=64),
     }
 
@@ -341,17 +346,18 @@ class SV4DPipeline(MultiviewVideoPipeline):
         """Input and output frames: T anchors every T - 1 frames after frame 0 (21 for T = 5)."""
         return (self.frames_per_window - 1) * self.frames_per_window + 1
 
-    def reference_views(self, first_frame: torch.Tensor, trajectory: Trajectory, num_steps: int,
-                        encoding_t, decoding_t, seed, callback, progress) -> torch.Tensor:
+    def reference_views(self, first_frame: torch.Tensor, trajectory: Trajectory, sampler_settings: dict, *,
+                        encoding_t: int | None, decoding_t: int | None, seed: int | None, callback) -> torch.Tensor:
         """Step 1: SV3D's orbit of `first_frame` (1 3 H W), input view first, subsampled: `(V + 1) 3 H W` in
-        [-1, 1] (9 views for SV4D)."""
+        [-1, 1] (9 views for SV4D). `sampler_settings`: num_steps, sampler, sampler_options and progress (SV3D keeps
+        its own guidance scales, as the script)."""
         sv3d = self.sv3d
         if sv3d is None:
             raise ValueError("This SV4DPipeline has no SV3D pipeline to make the reference views: build it with one "
                              "(from_preset / from_checkpoint do), or call generate() with the views.")
         cameras = (trajectory.elevations_deg, trajectory.azimuths_deg) if sv3d.takes_cameras else (None, None)
         values = sv3d.conditions(SV3D_NUM_FRAMES, *cameras)  # SV3D's cond_aug 1e-5, as the SV4D script's
-        sampler = sv3d.make_sampler(SV3D_NUM_FRAMES, num_steps, progress=progress)
+        sampler = sv3d.make_sampler(num_frames=SV3D_NUM_FRAMES, **sampler_settings)
         orbit = sv3d.generate(first_frame, values, SV3D_NUM_FRAMES, sampler, decoding_t=decoding_t,
                               encoding_t=encoding_t, generator=generator_for(seed, sv3d.placement.device),
                               callback=callback).decoded
@@ -394,14 +400,17 @@ class SV4DPipeline(MultiviewVideoPipeline):
     def __call__(
         self,
         video,  # uint8 [frames, H, W, 3] or a path (minigen.io.read_video): the first 21 frames are used
+        *,
         num_steps: int | None = None,  # sampler steps of every pass, SV3D's included (default 20)
         elevations_deg=None,  # one number or one per SV3D view (21), degrees above the horizon (default 10)
         azimuths_deg=None,  # 21 SV3D views, degrees, going round in order (default: a full turn, the input last)
+        seed: int | None = 23,  # the script's; None draws a random seed
+        cfg: float | None = None,  # the spatiotemporal guider's largest scale (the script's cfg, default 2.0)
+        min_cfg: float | None = None,  # its smallest scale (default 1.0)
+        sampler: str | None = None,  # a minigen sampler name for every pass (default: the script's EulerEDMSampler)
+        sampler_options: dict | None = None,  # e.g. {"s_churn": 1.0}
         encoding_t: int | None = 8,  # frames per call of the conditioners' VAE encoders
         decoding_t: int | None = 4,  # frames per decoder call
-        seed: int | None = 23,
-        min_cfg: float | None = None,  # the spatiotemporal guider's smallest scale (default 1.0)
-        max_cfg: float | None = None,  # its largest scale (the script's cfg, default 2.0)
         callback=None,  # callback(x, denoised, sigma, step) after every sampler step of every pass
         progress: bool = True,
     ) -> np.ndarray:
@@ -414,11 +423,12 @@ class SV4DPipeline(MultiviewVideoPipeline):
             warnings.warn(f"The video has {len(frames)} frames; SV4D uses the first {num_frames}.", stacklevel=2)
             frames = frames[:num_frames]
         trajectory = self.cameras(elevations_deg, azimuths_deg, SV3D_NUM_FRAMES)
-        num_steps = self.defaults.num_steps if num_steps is None else num_steps
-        views = self.reference_views(frames[:1], trajectory, num_steps, encoding_t, decoding_t, seed, callback,
-                                     progress)
+        settings = {"num_steps": num_steps, "sampler": sampler, "sampler_options": sampler_options,
+                    "progress": progress}
+        views = self.reference_views(frames[:1], trajectory, settings, encoding_t=encoding_t, decoding_t=decoding_t,
+                                     seed=seed, callback=callback)
         sample = self.generate(frames, views, sv4d_camera_inputs(trajectory, self.frames_per_window, self.views),
-                               self.make_sampler(num_steps, min_cfg, max_cfg, progress), encoding_t=encoding_t,
+                               self.make_sampler(cfg=cfg, min_cfg=min_cfg, **settings), encoding_t=encoding_t,
                                decoding_t=decoding_t, generator=generator_for(seed, "cpu"), callback=callback,
                                progress=progress)
         return self.novel_view_videos(sample.images)
@@ -481,26 +491,29 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
 
     DEFAULTS = {
         # the script picks guider 2, LinearPredictionGuider, which ignores its min_cfg 2.0 (min_scale stays 1.0)
-        "sv4d2": MultiviewDefaults(num_steps=50, guider="LinearPredictionGuider", max_cfg=2.0),
-        "sv4d2_8views": MultiviewDefaults(num_steps=50, guider="SpatiotemporalPredictionGuider", max_cfg=2.5,
+        "sv4d2": MultiviewDefaults(num_steps=50, guider="LinearPredictionGuider", cfg=2.0),
+        "sv4d2_8views": MultiviewDefaults(num_steps=50, guider="SpatiotemporalPredictionGuider", cfg=2.5,
                                           min_cfg=1.5, camera_model="sv4d2_8views", window_overlap=1),
         # the trained course model (recipe tiny_sv4d2): 3 times x 4 views at 64x64
-        "tiny_sv4d2": MultiviewDefaults(num_steps=16, guider="LinearPredictionGuider", max_cfg=2.0, image_size=64),
+        "tiny_sv4d2": MultiviewDefaults(num_steps=16, guider="LinearPredictionGuider", cfg=2.0, image_size=64),
     }
 
     @torch.inference_mode()
     def __call__(
         self,
         video,  # uint8 [frames, H, W, 3] or a path (minigen.io.read_video)
-        num_frames: int | None = None,  # frames to use from the start of the video (default: all; the script's 21)
+        *,
+        num_frames: int | None = None,  # frames used from the start of the video (default: up to the script's 21)
         num_steps: int | None = None,  # sampler steps per window (default 50)
         elevations_deg=None,  # one number or one per view (input view first), degrees, relative to the input's
         azimuths_deg=None,  # one per view (input view first), degrees, going round in order (default: script's)
+        seed: int | None = 23,  # the script's; None draws a random seed
+        cfg: float | None = None,  # the guider's largest scale (the script's cfg: 2.0; 8-view model 2.5)
+        min_cfg: float | None = None,  # its smallest scale (default 1.0; 8-view model 1.5)
+        sampler: str | None = None,  # a minigen sampler name (default: the script's EulerEDMSampler)
+        sampler_options: dict | None = None,  # e.g. {"s_churn": 1.0}
         encoding_t: int | None = 8,  # frames per call of the conditioners' VAE encoders
         decoding_t: int | None = 4,  # frames per decoder call
-        seed: int | None = 23,
-        min_cfg: float | None = None,  # the guider's smallest scale (default 1.0; 8-view model 1.5)
-        max_cfg: float | None = None,  # its largest scale (the script's cfg: 2.0; 8-view model 2.5)
         callback=None,  # callback(x, denoised, sigma, step) after every sampler step of every window
         progress: bool = True,
     ) -> np.ndarray:
@@ -508,17 +521,23 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
         check_count("num_frames", num_frames)
         check_count("encoding_t", encoding_t)
         check_count("decoding_t", decoding_t)
+        frames = self.first_frames(video, num_frames)  # t 3 H W
+        trajectory = self.cameras(elevations_deg, azimuths_deg, self.views + 1)
+        sampler = self.make_sampler(num_steps, cfg=cfg, min_cfg=min_cfg, sampler=sampler,
+                                    sampler_options=sampler_options, progress=progress)
+        sample = self.generate(frames, sv4d2_camera_inputs(trajectory, num_times=self.frames_per_window), sampler,
+                               encoding_t=encoding_t, decoding_t=decoding_t, generator=generator_for(seed, "cpu"),
+                               callback=callback, progress=progress)
+        return self.novel_view_videos(sample.images)
+
+    def first_frames(self, video, num_frames: int | None) -> torch.Tensor:
+        """The frames a call uses, `t 3 H W`: `num_frames` of them (the video must have that many), or by default
+        as the script reads a video, its first 21 (`defaults.num_frames`) or all of a shorter one."""
         T = self.frames_per_window
         if num_frames is not None and num_frames < T:
             raise ValueError(f"num_frames={num_frames}: one pass covers {T} times, so at least {T} are needed.")
-        frames = self.video_frames(video, num_frames or T)[:num_frames]  # t 3 H W
-        trajectory = self.cameras(elevations_deg, azimuths_deg, self.views + 1)
-        num_steps = self.defaults.num_steps if num_steps is None else num_steps
-        sample = self.generate(frames, sv4d2_camera_inputs(trajectory, num_times=T),
-                               self.make_sampler(num_steps, min_cfg, max_cfg, progress), encoding_t=encoding_t,
-                               decoding_t=decoding_t, generator=generator_for(seed, "cpu"), callback=callback,
-                               progress=progress)
-        return self.novel_view_videos(sample.images)
+        frames = self.video_frames(video, num_frames or T)
+        return frames[:num_frames or self.defaults.num_frames]
 
     @torch.inference_mode()
     def generate(self, frames: torch.Tensor, cameras: dict, sampler, *, encoding_t: int | None = None,

@@ -25,15 +25,17 @@ class SVDPipeline(ImageToVideoPipeline):
     """Image -> `num_frames` frames; defaults per model from the sampling script and configs."""
 
     DEFAULTS = {
-        "svd": VideoDefaults(num_frames=14, num_steps=25, guider="LinearPredictionGuider", max_cfg=2.5, min_cfg=1.0),
-        "svd_xt": VideoDefaults(num_frames=25, num_steps=30, guider="LinearPredictionGuider", max_cfg=3.0,
+        "svd": VideoDefaults(num_frames=14, num_steps=25, guider="LinearPredictionGuider", cfg=2.5, min_cfg=1.0),
+        "svd_xt": VideoDefaults(num_frames=25, num_steps=30, guider="LinearPredictionGuider", cfg=3.0,
                                 min_cfg=1.5),
-        "svd_xt_1_1": VideoDefaults(num_frames=25, num_steps=30, guider="LinearPredictionGuider", max_cfg=3.0,
+        "svd_xt_1_1": VideoDefaults(num_frames=25, num_steps=30, guider="LinearPredictionGuider", cfg=3.0,
                                     min_cfg=1.5),
         "svd_image_decoder": VideoDefaults(num_frames=14, num_steps=25, guider="LinearPredictionGuider",
-                                           max_cfg=2.5, min_cfg=1.0),
+                                           cfg=2.5, min_cfg=1.0),
+        "svd_xt_image_decoder": VideoDefaults(num_frames=25, num_steps=30, guider="LinearPredictionGuider",
+                                              cfg=3.0, min_cfg=1.5),
         # the trained course model (recipe tiny_i2v): 8-frame clips at 64x64
-        "tiny_svd": VideoDefaults(num_frames=8, num_steps=16, guider="LinearPredictionGuider", max_cfg=2.5,
+        "tiny_svd": VideoDefaults(num_frames=8, num_steps=16, guider="LinearPredictionGuider", cfg=2.5,
                                   min_cfg=1.0, image_size=TINY_IMAGE_SIZE),
     }
 
@@ -55,17 +57,19 @@ class SVDPipeline(ImageToVideoPipeline):
     def __call__(
         self,
         image,  # uint8 [H, W, 3] or a path; H and W multiples of 64 (576 x 1024 as trained)
+        *,
         num_frames: int | None = None,  # default: 14 (svd) / 25 (svd_xt)
         num_steps: int | None = None,  # default: 25 (svd) / 30 (svd_xt)
         fps_id: int = 6,
         motion_bucket_id: int = 127,
         cond_aug: float = 0.02,
-        decoding_t: int | None = None,  # frames per decoder call (default: the preset's, 14); less saves memory
-        encoding_t: int | None = None,  # frames per call of the conditioner's VAE encoder
-        seed: int | None = 23,
+        seed: int | None = 23,  # the script's; None draws a random seed
+        cfg: float | None = None,  # guidance scale of the last frame (default: the config's)
         min_cfg: float | None = None,  # guidance scale of the first frame (default: the config's)
-        max_cfg: float | None = None,  # guidance scale of the last frame (default: the config's)
-        sampler: str = "EulerEDMSampler",
+        sampler: str | None = None,  # a minigen sampler name (default: the script's EulerEDMSampler)
+        sampler_options: dict | None = None,  # e.g. {"s_churn": 1.0}
+        encoding_t: int | None = None,  # frames per call of the conditioner's VAE encoder
+        decoding_t: int | None = None,  # frames per decoder call (default: the preset's, 14); less saves memory
         callback=None,  # callback(x, denoised, sigma, step) after every sampler step
         progress: bool = True,
     ) -> np.ndarray:
@@ -74,5 +78,5 @@ class SVDPipeline(ImageToVideoPipeline):
         values = self.conditions(num_frames, fps_id, motion_bucket_id, cond_aug)
         image = self.image_tensor(image)
         return self.sample_frames(image, values, num_frames, num_steps=num_steps, decoding_t=decoding_t,
-                                  encoding_t=encoding_t, seed=seed, min_cfg=min_cfg, max_cfg=max_cfg, sampler=sampler,
-                                  callback=callback, progress=progress)
+                                  encoding_t=encoding_t, seed=seed, cfg=cfg, min_cfg=min_cfg, sampler=sampler,
+                                  sampler_options=sampler_options, callback=callback, progress=progress)

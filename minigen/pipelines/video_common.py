@@ -43,11 +43,12 @@ class VideoDefaults:
     num_frames: int  # frames generated (and the guider's num_frames)
     num_steps: int  # sampler steps
     guider: str  # "LinearPredictionGuider" (SVD) or "TrianglePredictionGuider" (SV3D)
-    max_cfg: float  # the guider's max_scale
+    cfg: float  # the guider's max_scale (the scripts' "cfg")
     min_cfg: float = 1.0  # the guider's min_scale
     cond_aug: float = 0.02  # std of the noise added to the image the VAE encodes (cond_frames)
     sigma_max: float = 700.0  # EDMDiscretization's sigma_max: where sampling starts
     image_size: tuple[int, int] | None = (576, 1024)  # (H, W) the model was trained at; other sizes are warned about
+    sampler: str = "EulerEDMSampler"  # the scripts' sampler
 
 
 @dataclass
@@ -158,32 +159,36 @@ class ImageToVideoPipeline(Pipeline):
                           "so results may be worse.", stacklevel=3)
         return image
 
-    def make_sampler(self, num_frames: int, num_steps: int, sampler: str = "EulerEDMSampler",
-                     min_cfg: float | None = None, max_cfg: float | None = None, progress: bool = True):
-        """The config's sampler: EDM schedule up to sigma_max and the per-frame guider."""
+    def make_sampler(self, num_steps: int | None = None, *, num_frames: int, cfg: float | None = None,
+                     min_cfg: float | None = None, sampler: str | None = None, sampler_options: dict | None = None,
+                     progress: bool = True):
+        """The config's sampler: EDM schedule up to sigma_max and the per-frame guider (cfg: its largest scale)."""
         guider = diffusion.by_name("guider", self.defaults.guider)(
-            max_scale=self.defaults.max_cfg if max_cfg is None else max_cfg,
+            max_scale=self.defaults.cfg if cfg is None else cfg,
             min_scale=self.defaults.min_cfg if min_cfg is None else min_cfg,
             num_frames=num_frames,
         )
         discretization = diffusion.EDMDiscretization(sigma_max=self.defaults.sigma_max)
-        return make_sampler(sampler, discretization, num_steps, guider, progress=progress)
+        return make_sampler(sampler or self.defaults.sampler, discretization,
+                            self.defaults.num_steps if num_steps is None else num_steps, guider, progress=progress,
+                            **(sampler_options or {}))
 
     def sample_frames(self, image: torch.Tensor, values: dict, num_frames: int, *, num_steps: int | None,
-                      decoding_t: int | None, encoding_t: int | None, seed: int | None, min_cfg: float | None,
-                      max_cfg: float | None, sampler: str, callback, progress: bool) -> np.ndarray:
+                      decoding_t: int | None, encoding_t: int | None, seed: int | None, cfg: float | None,
+                      min_cfg: float | None, sampler: str | None, sampler_options: dict | None, callback,
+                      progress: bool) -> np.ndarray:
         """What every pipeline call does once its conditions are known: sample, decode, return uint8 frames."""
         check_count("decoding_t", decoding_t)
         check_count("encoding_t", encoding_t)
-        num_steps = self.defaults.num_steps if num_steps is None else num_steps
-        sampler = self.make_sampler(num_frames, num_steps, sampler, min_cfg, max_cfg, progress)
+        sampler = self.make_sampler(num_steps, num_frames=num_frames, cfg=cfg, min_cfg=min_cfg, sampler=sampler,
+                                    sampler_options=sampler_options, progress=progress)
         generator = generator_for(seed, self.placement.device)
         sample = self.generate(image, values, num_frames, sampler, decoding_t=decoding_t, encoding_t=encoding_t,
                                generator=generator, callback=callback)
         return sample.to_uint8()
 
     @torch.inference_mode()
-    def generate(self, image: torch.Tensor, values: dict, num_frames: int, sampler, decoding_t: int | None = None,
+    def generate(self, image: torch.Tensor, values: dict, num_frames: int, sampler, *, decoding_t: int | None = None,
                  encoding_t: int | None = None, generator: torch.Generator | None = None,
                  cond_aug_noise: torch.Tensor | None = None, randn: torch.Tensor | None = None,
                  callback=None) -> VideoSample:

@@ -95,7 +95,7 @@ def generate_orbit(pipeline: SV3DPipeline, example: dict, seed: int) -> torch.Te
     frames = example["frames"]
     trajectory = Trajectory(example["elevations_deg"].double(), example["azimuths_deg"].double())
     values = pipeline.conditions(len(frames), trajectory.elevations_deg, trajectory.azimuths_deg)
-    sampler = pipeline.make_sampler(len(frames), pipeline.defaults.num_steps, progress=False)
+    sampler = pipeline.make_sampler(num_frames=len(frames), progress=False)
     generator = torch.Generator().manual_seed(seed)
     sample = pipeline.generate(frames[-1:], values, len(frames), sampler, generator=generator)
     return sample.decoded.float().clamp(-1, 1)

@@ -73,7 +73,7 @@ def test_defaults_are_the_scripts():
     defaults = {**SV4DPipeline.DEFAULTS, **SV4D2Pipeline.DEFAULTS}
     for name, values in expected.items():
         d = defaults[name]
-        assert (d.num_steps, d.guider, d.max_cfg, d.min_cfg, d.elevation_deg) == values, name
+        assert (d.num_steps, d.guider, d.cfg, d.min_cfg, d.elevation_deg) == values, name
         assert d.sigma_max == 700.0 and d.image_size == 576
     assert SV4DPipeline.DEFAULTS["sv4d"].sv3d_preset == "sv3d_u"
     assert (SV4D2Pipeline.DEFAULTS["sv4d2"].window_overlap, SV4D2Pipeline.DEFAULTS["sv4d2_8views"].window_overlap) \
@@ -107,7 +107,7 @@ def test_sv4d2_windows_from_2T_frames_on_start_on_generated_views():
     (SV4DPipeline, "tiny_sv4d", SpatiotemporalPredictionGuider), (SV4D2Pipeline, "tiny_sv4d2", LinearPredictionGuider)])
 def test_sampler_is_the_scripts(cls, name, guider, request):
     pipe = request.getfixturevalue(name.removeprefix("tiny_"))
-    sampler = pipe.make_sampler(3, min_cfg=None, max_cfg=3.0, progress=False)
+    sampler = pipe.make_sampler(3, cfg=3.0, progress=False)
     assert type(sampler).__name__ == "EulerEDMSampler" and sampler.num_steps == 3
     assert sampler.discretization.sigma_max == 700.0
     assert isinstance(sampler.guider, guider) and sampler.guider.additional_cond_keys == ["cond_view", "cond_motion"]
@@ -162,7 +162,8 @@ def test_sv4d_follows_the_anchor_then_dense_flow(sv4d, monkeypatch):
 def test_sv4d_reference_views_are_the_subsampled_orbit_input_first(sv4d, monkeypatch):
     orbits = spy(monkeypatch, sv4d.sv3d, "generate")
     frame = torch.from_numpy(video(1)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    views = sv4d.reference_views(frame, default_trajectory("sv4d"), 1, None, None, 0, None, False)
+    views = sv4d.reference_views(frame, default_trajectory("sv4d"), {"num_steps": 1, "progress": False},
+                               encoding_t=None, decoding_t=None, seed=0, callback=None)
     orbit = orbits[0][2].decoded.clamp(-1, 1)
     assert orbit.shape[0] == 21 and views.shape == (9, 3, 32, 32)
     torch.testing.assert_close(views[0], frame[0])  # SV3D's last frame, the input, comes first
@@ -180,7 +181,7 @@ def test_dense_steps_alternate_backward_then_forward_with_reversed_times(sv4d, m
     monkeypatch.setattr(sv4d.engine, "denoise", denoise)
     windows = {name: Window({"direction": name}, {}, {}) for name in ("forward", "backward")}
     tags = torch.arange(24.0)[:, None, None, None].expand(24, 4, 4, 4)  # (t v) rows, 3 times x 8 views
-    sampler = sv4d.make_sampler(3, None, None, progress=False)
+    sampler = sv4d.make_sampler(3, progress=False)
     latents = sv4d.sample_dense_window(sampler, windows["forward"], windows["backward"], tags, None, None)
     scale = torch.sqrt(1 + sampler.discretization(3)[0] ** 2)
     backward_order = torch.arange(24).reshape(3, 8).flip(0).flatten().float()
@@ -222,7 +223,7 @@ def test_generate_replays_given_noise_instead_of_drawing(sv4d2):
     nothing to the generator, and each WindowSample is what the image matrix holds at its times."""
     frames = torch.from_numpy(video(5)).permute(0, 3, 1, 2).float() / 127.5 - 1
     cameras = sv4d2_camera_inputs(default_trajectory("sv4d2"), 3)
-    sampler = sv4d2.make_sampler(1, None, None, progress=False)
+    sampler = sv4d2.make_sampler(1, progress=False)
     draw = torch.Generator().manual_seed(1)
     noise = [WindowNoise(start=torch.randn(12, 4, 4, 4, generator=draw),
                          augmentation=tuple({key: torch.randn(n, 3, 32, 32, generator=draw) for key, n in
@@ -261,7 +262,7 @@ def test_same_seed_same_videos_with_offload_and_chunks(sv4d2):
     chunked = sv4d2(video(3), encoding_t=1, decoding_t=1, **options)
     assert np.abs(chunked.astype(int) - first).max() <= 1 and (chunked == first).mean() > 0.99
     assert not np.array_equal(sv4d2(video(3), **{**options, "seed": 6}), first)
-    assert not np.array_equal(sv4d2(video(3), **{**options, "max_cfg": 4.0}), first)
+    assert not np.array_equal(sv4d2(video(3), **{**options, "cfg": 4.0}), first)
 
 
 def test_bfloat16_weights_run(sv4d2):

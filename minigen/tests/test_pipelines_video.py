@@ -85,7 +85,7 @@ def test_defaults_are_the_official_ones():
     defaults = {**SVDPipeline.DEFAULTS, **SV3DPipeline.DEFAULTS}
     for name, values in expected.items():
         d = defaults[name]
-        assert (d.num_frames, d.num_steps, d.guider, d.max_cfg, d.min_cfg) == values, name
+        assert (d.num_frames, d.num_steps, d.guider, d.cfg, d.min_cfg) == values, name
         assert d.sigma_max == 700.0
     assert {d.cond_aug for name, d in defaults.items() if name.startswith("sv3d")} == {1e-5}
     assert SVDPipeline.DEFAULTS["svd"].cond_aug == 0.02 and SVDPipeline.DEFAULTS["svd"].image_size == (576, 1024)
@@ -93,10 +93,10 @@ def test_defaults_are_the_official_ones():
 
 
 def test_sampler_has_the_configured_guider(svd, sv3d_p):
-    sampler = svd.make_sampler(num_frames=3, num_steps=2, min_cfg=1.2, max_cfg=2.0, progress=False)
+    sampler = svd.make_sampler(2, num_frames=3, min_cfg=1.2, cfg=2.0, progress=False)
     torch.testing.assert_close(sampler.guider.frame_scales, torch.tensor([1.2, 1.6, 2.0]))
     assert sampler.discretization.sigma_max == 700.0 and sampler.num_steps == 2
-    triangle = sv3d_p.make_sampler(num_frames=5, num_steps=2).guider
+    triangle = sv3d_p.make_sampler(2, num_frames=5).guider
     torch.testing.assert_close(triangle.frame_scales, torch.tensor([1.0, 1.75, 2.5, 1.75, 1.0]))
 
 
@@ -173,7 +173,7 @@ def test_bfloat16_keeps_the_vaes_in_float32():
 def test_generate_exposes_latents_and_conditionings(svd):
     image = torch.zeros(1, 3, 64, 64)
     values = svd.conditions(3)
-    sample = svd.generate(image, values, 3, svd.make_sampler(3, 2, progress=False),
+    sample = svd.generate(image, values, 3, svd.make_sampler(2, num_frames=3, progress=False),
                           generator=torch.Generator().manual_seed(0))
     assert sample.latents.shape == (3, 4, 8, 8) and sample.decoded.shape == (3, 3, 64, 64)
     assert sample.c["crossattn"].shape[0] == 3 and sample.c["concat"].shape == (3, 4, 8, 8)
@@ -225,7 +225,7 @@ def test_bad_images_are_refused(svd, image, message):
 
 def test_generate_wants_one_image_tensor(svd):
     with pytest.raises(ValueError, match=r"\(1, 3, H, W\)"):
-        svd.generate(torch.zeros(2, 3, 64, 64), svd.conditions(3), 3, svd.make_sampler(3, 2))
+        svd.generate(torch.zeros(2, 3, 64, 64), svd.conditions(3), 3, svd.make_sampler(2, num_frames=3))
 
 
 def test_unknown_or_foreign_presets_are_refused():

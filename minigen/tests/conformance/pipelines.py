@@ -110,7 +110,7 @@ def run_image_to_video(case: Case) -> dict:
     num_frames = options["num_frames"]
     guider = case.kwargs["sampler_config"]["params"]["guider_config"]
     defaults = VideoDefaults(num_frames=num_frames, num_steps=options["num_steps"],
-                             guider=guider["target"].rsplit(".", 1)[-1], max_cfg=guider["params"]["max_scale"],
+                             guider=guider["target"].rsplit(".", 1)[-1], cfg=guider["params"]["max_scale"],
                              min_cfg=guider["params"].get("min_scale", 1.0), cond_aug=options["cond_aug"],
                              image_size=None)
     pipeline_class = SVDPipeline if "fps_id" in input_keys(engine.conditioner) else SV3DPipeline
@@ -208,7 +208,7 @@ def run_multiview_video(case: Case) -> dict:
     pipe = (SV4DPipeline(engine, defaults, sv3d=None) if pipeline_class is SV4DPipeline
             else SV4D2Pipeline(engine, defaults))
     assert (pipe.frames_per_window, pipe.views) == (T, V), f"{case.id}: the engine is not {T} times x {V} views"
-    sampler = pipe.make_sampler(options["num_steps"], min_cfg=None, max_cfg=None, progress=False)
+    sampler = pipe.make_sampler(options["num_steps"], progress=False)
     check_multiview_sampler(case, sampler)
     noise = recorded_noise(case, T)
     chunks = {"encoding_t": options["encoding_t"], "decoding_t": options["decoding_t"]}
