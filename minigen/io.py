@@ -1,8 +1,10 @@
 """Reading and writing images, videos (mp4, gif), frame folders and multi-view grids.
 
 Arrays are uint8 `[H, W, C]` for an image, `[T, H, W, C]` for a video and `[V, T, H, W, C]` for
-multi-view videos, as the pipelines return them. Writers create missing folders and never overwrite
-an existing file unless `overwrite=True`. Built on imageio (mp4 through imageio-ffmpeg).
+multi-view videos, as the pipelines return them. Readers composite transparent pixels on white unless
+asked to keep the alpha, and turn undecodable files into one ValueError that names the file. Writers
+create missing folders and never overwrite an existing file unless `overwrite=True`. Images and GIFs go
+through Pillow, mp4 / webm / mov through imageio-ffmpeg.
 """
 
 import glob
@@ -11,9 +13,14 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 from einops import rearrange
+from PIL import Image, ImageSequence
+
+from .preprocess import composite_on_white
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov")
+IMAGE_FILES = "a PNG, JPEG, WebP, BMP or GIF file"  # what the readers expect, for their error messages
+VIDEO_FILES = "an MP4, GIF, WebM or MOV file, a folder of images or a glob pattern"
 
 
 def _as_uint8_frames(frames, ndim: int, what: str) -> np.ndarray:
@@ -44,34 +51,99 @@ def _output_path(path, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
+def _unreadable(path: Path, what: str, expected: str, error: Exception) -> ValueError:
+    """One clear error for a file the decoder refused (not an image, truncated, renamed)."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return ValueError(f"Could not read {path.name} as {what} ({reason}): expected {expected}. Check that the file "
+                      "is complete and that its suffix matches its contents.")
+
+
+def _rgba(frame: Image.Image, path: Path) -> np.ndarray:
+    """One decoded frame as uint8 [H, W, 4]; alpha 255 where the file has none."""
+    if frame.mode.startswith(("I", "F")):
+        raise ValueError(f"{path.name} has {frame.mode} pixels (16-bit or float); minigen reads 8-bit images: "
+                         "save it as an 8-bit PNG or JPEG.")
+    return np.asarray(frame.convert("RGBA"))
+
+
+def _decode_image(path: Path, all_frames: bool) -> tuple[np.ndarray, bool]:
+    """An image file's first frame (every frame with all_frames) as uint8 [T, H, W, 4], and whether it has alpha.
+
+    GIFs always count as having alpha: the reference's read_gif converts every GIF frame to RGBA.
+    """
+    try:
+        with Image.open(path) as image:
+            has_alpha, rgba = image.format == "GIF", []
+            for frame in ImageSequence.Iterator(image) if all_frames else [image]:  # one object, seeked on
+                has_alpha = has_alpha or frame.has_transparency_data
+                rgba.append(_rgba(frame, path))  # h w 4
+            return np.stack(rgba), has_alpha  # t h w 4
+    except (OSError, SyntaxError, EOFError) as error:  # not an image, truncated, unsupported format
+        raise _unreadable(path, "an image", IMAGE_FILES, error) from None
+
+
+def _decode_video(path: Path) -> np.ndarray:
+    """An mp4 / webm / mov file's frames as uint8 [T, H, W, 3] (ffmpeg)."""
+    try:
+        return iio.imread(path, index=None, plugin="FFMPEG")
+    except (OSError, RuntimeError, ValueError) as error:
+        raise _unreadable(path, "a video", VIDEO_FILES, error) from None
+
+
+def _flatten(frames: np.ndarray, has_alpha: bool, keep_alpha: bool) -> np.ndarray:
+    """[T, H, W, 4] -> itself with keep_alpha (when there is alpha), else [T, H, W, 3] composited on white."""
+    if keep_alpha and has_alpha:
+        return frames
+    if not has_alpha:
+        return np.ascontiguousarray(frames[..., :3])
+    return np.stack([composite_on_white(frame) for frame in frames])
+
+
 def read_image(path, keep_alpha: bool = False) -> np.ndarray:
-    """One image as uint8 [H, W, 3] ([H, W, 4] with keep_alpha and an alpha channel)."""
-    image = iio.imread(Path(path))
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    if image.shape[-1] == 4 and not keep_alpha:
-        image = image[..., :3]
-    return image.astype(np.uint8)
+    """One image as uint8 [H, W, 3], transparent pixels composited on white (alpha-weighted).
+
+    With keep_alpha, an image that has alpha (an alpha channel, a transparent palette colour, any GIF)
+    comes back as [H, W, 4] instead, for cut-outs. A file that is not a readable image raises ValueError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No image file at {path}.")
+    frames, has_alpha = _decode_image(path, all_frames=False)
+    return _flatten(frames, has_alpha, keep_alpha)[0]
 
 
-def read_video(source) -> np.ndarray:
-    """Frames as uint8 [T, H, W, 3] from a video file (mp4, gif...), a folder of images or a glob pattern."""
-    source = str(source)
+def _frame_files(source: str) -> list[Path]:
+    """The image files of a folder, or those matching a glob pattern, sorted by name."""
     if Path(source).is_dir():
         files = sorted(p for p in Path(source).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    elif any(c in source for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(source))
-    elif Path(source).is_file():
-        frames = iio.imread(source, index=None)
-        return np.stack([read_frame[..., :3] for read_frame in frames]).astype(np.uint8)
     else:
-        raise FileNotFoundError(f"No video, image folder or pattern at {source}.")
+        files = sorted(Path(p) for p in glob.glob(source))
     if not files:
         raise FileNotFoundError(f"No image files in {source}.")
-    frames = [read_image(file) for file in files]
-    if len({frame.shape for frame in frames}) > 1:
+    return files
+
+
+def read_video(source, keep_alpha: bool = False) -> np.ndarray:
+    """Frames as uint8 [T, H, W, 3] from a video file (mp4, gif...), a folder of images or a glob pattern.
+
+    Transparent pixels are composited on white. With keep_alpha, a source with alpha comes back as
+    [T, H, W, 4] (every frame, alpha 255 where a frame has none): GIFs always, as the reference reads them,
+    frames with an alpha channel or a transparent colour; never mp4. The SV4D preprocessing
+    (minigen.preprocess.prepare_object_video) frames the object from that alpha.
+    """
+    source = str(source)
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES + (".gif",):
+        return _flatten(*_decode_image(path, all_frames=True), keep_alpha)
+    if path.is_file():
+        return _decode_video(path)
+    if not path.is_dir() and not any(c in source for c in "*?["):
+        raise FileNotFoundError(f"No video, image folder or pattern at {source}.")
+    decoded = [_decode_image(file, all_frames=False) for file in _frame_files(source)]
+    if len({frames.shape for frames, _ in decoded}) > 1:
         raise ValueError(f"The frames in {source} have different sizes; resize them to one size first.")
-    return np.stack(frames)
+    frames = np.concatenate([frames for frames, _ in decoded])  # t h w 4
+    return _flatten(frames, any(has_alpha for _, has_alpha in decoded), keep_alpha)
 
 
 def write_image(image, path, overwrite: bool = False) -> Path:

@@ -1,7 +1,8 @@
-"""Image and video files: round trips, folders and patterns, no silent overwrite, clear errors."""
+"""Image and video files: round trips, folders and patterns, alpha on white, no silent overwrite, clear errors."""
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from minigen import io
 
@@ -69,3 +70,84 @@ def test_bad_arrays_are_refused_with_the_expected_layout(tmp_path):
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         io.to_uint8(np.full((2, 2, 3), 3.0))
     assert io.to_uint8(np.array([-1.0, 0.0, 1.0])).tolist() == [0, 128, 255]
+
+
+def transparent_gif(path, frames=3, size=12):
+    """A GIF whose frames are a green 4 x 4 square moving right on a transparent background (black beneath)."""
+    pictures = []
+    for index in range(frames):
+        rgba = np.zeros((size, size, 4), np.uint8)  # transparent black
+        rgba[4:8, 2 + 2 * index:6 + 2 * index] = (20, 200, 40, 255)
+        pictures.append(Image.fromarray(rgba))
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=100, loop=0, disposal=2)
+    return path
+
+
+def test_transparent_gif_frames_are_composited_on_white(tmp_path):
+    path = transparent_gif(tmp_path / "moving.gif")
+    frames = io.read_video(path)
+    assert frames.shape == (3, 12, 12, 3)
+    for index, frame in enumerate(frames):
+        square = np.zeros((12, 12), bool)
+        square[4:8, 2 + 2 * index:6 + 2 * index] = True
+        assert (frame[square] == (20, 200, 40)).all()
+        assert (frame[~square] == 255).all()  # white, not the black beneath the transparency
+    rgba = io.read_video(path, keep_alpha=True)
+    assert rgba.shape == (3, 12, 12, 4)
+    np.testing.assert_array_equal(rgba[..., 3] == 255, frames.min(axis=-1) < 255)
+    assert set(np.unique(rgba[..., 3])) == {0, 255}
+
+
+def test_opaque_gifs_keep_an_opaque_alpha_as_the_reference_reads_them(tmp_path):
+    path = io.write_video(gradient_video(), tmp_path / "opaque.gif")
+    rgba = io.read_video(path, keep_alpha=True)
+    assert rgba.shape == (4, 16, 24, 4) and (rgba[..., 3] == 255).all()
+    assert io.read_video(path).shape == (4, 16, 24, 3)
+
+
+def test_rgba_frame_folders_are_composited_with_their_alpha(tmp_path):
+    rgba = np.zeros((2, 6, 6, 4), np.uint8)  # transparent black
+    rgba[:, 1, 1] = (100, 100, 100, 50)  # soft: 100 * 50/255 + 255 * 205/255 = 224.6 -> 224 (truncated)
+    rgba[:, 3, 3] = (10, 20, 30, 255)
+    for index, frame in enumerate(rgba):
+        io.write_image(frame, tmp_path / "frames" / f"{index}.png")
+    io.write_image(np.full((6, 6, 3), 7, np.uint8), tmp_path / "frames" / "2.png")  # an RGB frame among them
+    frames = io.read_video(tmp_path / "frames")
+    assert frames.shape == (3, 6, 6, 3)
+    assert (frames[:2, 1, 1] == 224).all() and (frames[:2, 3, 3] == (10, 20, 30)).all()
+    assert (frames[:2, 0, 0] == 255).all() and (frames[2] == 7).all()
+    kept = io.read_video(tmp_path / "frames", keep_alpha=True)
+    np.testing.assert_array_equal(kept[:2], rgba)
+    assert (kept[2] == (7, 7, 7, 255)).all()
+    assert io.read_image(tmp_path / "frames" / "0.png")[1, 1].tolist() == [224, 224, 224]
+
+
+def broken_files(folder):
+    """A text file named like an image, a truncated PNG and a text file named like a video."""
+    folder.mkdir(exist_ok=True)
+    (folder / "notes.png").write_text("not a picture")
+    io.write_image(gradient_video()[0], folder / "whole.png")
+    whole = (folder / "whole.png").read_bytes()
+    (folder / "cut.png").write_bytes(whole[:len(whole) // 2])
+    (folder / "notes.mp4").write_text("not a video")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["notes.png", "cut.png"])
+def test_unreadable_images_give_one_clear_error(tmp_path, name):
+    path = broken_files(tmp_path) / name
+    for read in (io.read_image, io.read_video):
+        expected = rf"Could not read {name} as an image \(.+\): expected a PNG, JPEG"
+        with pytest.raises(ValueError, match=expected) as error:
+            read(path)
+        assert error.value.__suppress_context__  # one error, not the decoder's traceback as well
+
+
+def test_unreadable_videos_and_frames_give_one_clear_error(tmp_path):
+    folder = broken_files(tmp_path)
+    with pytest.raises(ValueError, match=r"Could not read notes.mp4 as a video \(.+\): expected an MP4, GIF"):
+        io.read_video(folder / "notes.mp4")
+    with pytest.raises(ValueError, match="Could not read cut.png as an image"):
+        io.read_video(str(folder / "[cw]*.png"))  # a folder of frames with a truncated one
+    with pytest.raises(FileNotFoundError, match="No image file"):
+        io.read_image(folder / "missing.png")
