@@ -17,10 +17,12 @@ import torch
 from safetensors.torch import save_file
 
 from minigen import diffusion
-from minigen.pipelines.common import SAMPLERS
+from minigen.pipelines.common import SAMPLERS, generator_for
 from minigen.pipelines.engine import DiffusionEngine
 from minigen.pipelines.sdxl import (
+    HandoverDiscretization,
     MicroConditioning,
+    Refinement,
     StrengthDiscretization,
     TextToImagePipeline,
     TurboDiscretization,
@@ -102,6 +104,7 @@ def test_images_are_uint8_at_the_asked_size(sdxl, sdxl_image):
 def test_same_seed_same_images_other_seed_other_images(sdxl, sdxl_image):
     assert np.array_equal(sdxl("a red cube", seed=0, **FAST), sdxl_image)
     assert differ(sdxl("a red cube", seed=1, **FAST), sdxl_image)
+    assert np.array_equal(sdxl("a red cube", **FAST), sdxl("a red cube", seed=42, **FAST))  # the demo's seed
 
 
 def test_prompt_changes_the_images(sdxl, sdxl_image):
@@ -114,6 +117,58 @@ def test_num_images_and_prompt_lists(sd):
     assert differ(images[0], images[1])  # same prompt, other noise
     alone = sd("a red cube", seed=0, **FAST)
     assert alone.shape == (1, 64, 64, 3)
+
+
+def test_everything_but_the_prompt_is_keyword_only(sd, sdxl):
+    with pytest.raises(TypeError):
+        sd("a red cube", "blurry")
+    with pytest.raises(TypeError):
+        sdxl.image_to_image(torch.zeros(1, 4, 8, 8), "a", "blurry")
+    with pytest.raises(TypeError):
+        sd.make_sampler(2, 5.0)
+
+
+# ---------------------------------------------------------------- seeds: the demo's noise
+
+
+def first_sample_input(monkeypatch, pipe, run) -> torch.Tensor:
+    """The `x` that `run()` gives `pipe.sample` first."""
+    inputs = []
+    original = pipe.sample
+
+    def sample(x, *args, **kwargs):
+        inputs.append(x)
+        return original(x, *args, **kwargs)
+
+    monkeypatch.setattr(pipe, "sample", sample)
+    run()
+    return inputs[0]
+
+
+def test_start_noise_is_the_demos_first_cpu_draw_after_seeding(monkeypatch, sd):
+    x = first_sample_input(monkeypatch, sd, lambda: sd(["a", "b"], num_images=2, height=128, **FAST))
+    torch.manual_seed(42)  # the demo's seed_everything(42), then torch.randn(shape) in do_sample
+    assert torch.equal(x, torch.randn(4, 4, 16, 8))
+
+
+def test_image_to_image_posterior_sample_is_the_demos_first_cpu_draw(sd):
+    pixels = torch.from_numpy(sd("a red cube", seed=0, **FAST)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    first_stage = sd.engine.first_stage_model
+    posterior = first_stage.posterior(pixels)
+    torch.manual_seed(42)  # the reference's DiagonalGaussianDistribution.sample draws torch.randn on the CPU
+    expected = first_stage.scale_factor * (posterior.mean + posterior.std * torch.randn(posterior.mean.shape))
+    latents = sd.to_latents(sd("a red cube", seed=0, **FAST), generator_for(42, "cpu"))
+    torch.testing.assert_close(latents, expected)
+
+
+def test_turbo_noise_is_the_turbo_demos(monkeypatch):
+    turbo = tiny_pipeline(TurboPipeline, "tiny_sd")
+    x = first_sample_input(monkeypatch, turbo, lambda: turbo("a red cube", progress=False))
+    assert torch.equal(x, torch.from_numpy(np.random.RandomState(0).randn(1, 4, 8, 8)).float())  # seeded_randn
+    fresh = turbo.fresh_noise(generator_for(7, "cpu"))  # SeededNoise(7): seeds 8, 9, ...
+    like = torch.zeros(1, 4, 8, 8)
+    for seed in (8, 9):
+        assert torch.equal(fresh(like), torch.from_numpy(np.random.RandomState(seed).randn(1, 4, 8, 8)).float())
 
 
 # ---------------------------------------------------------------- guidance
@@ -206,6 +261,40 @@ def test_strength_keeps_the_lowest_sigmas_like_the_reference():
                                    expected)
 
 
+@pytest.mark.parametrize("num_steps", [4, 10, 50])
+@pytest.mark.parametrize("strength", [0.0, 0.01, 0.15, 0.3, 0.5, 1.0])
+def test_handover_stops_the_base_like_the_reference(num_steps, strength):
+    full = diffusion.LegacyDDPMDiscretization()(num_steps)
+    steps = num_steps + 1  # Txt2NoisyDiscretizationWrapper with original_steps = the base's steps
+    prune_index = max(min(int(strength * steps) - 1, steps - 1), 0)
+    expected = torch.flip(torch.flip(full, (0,))[prune_index:], (0,))
+    base = HandoverDiscretization(diffusion.LegacyDDPMDiscretization(), strength)(num_steps)
+    torch.testing.assert_close(base, expected)
+    refiner = StrengthDiscretization(diffusion.LegacyDDPMDiscretization(), strength)(num_steps)
+    assert base[-1] == refiner[0] and len(base) + len(refiner) == len(full) + 1  # one shared sigma, no gap
+
+
+def spy_on_sample(monkeypatch, pipe, runs: list):
+    """Record every `pipe.sample` run as (first state, schedule, negative prompts, output)."""
+    original = pipe.sample
+
+    def sample(x, prompts, negative_prompts, sampler, **options):
+        out = original(x, prompts, negative_prompts, sampler, **options)
+        sigmas = sampler.sigmas()
+        runs.append((sampler.start(x, sigmas), sigmas, negative_prompts, out))
+        return out
+
+    monkeypatch.setattr(pipe, "sample", sample)
+
+
+def test_image_to_image_default_strength_is_the_demos(monkeypatch, sd):
+    runs = []
+    spy_on_sample(monkeypatch, sd, runs)
+    sd.image_to_image(torch.zeros(1, 4, 8, 8), "a", num_steps=50, progress=False)
+    # "Img2Img Strength" 0.75: the lowest int(0.75 * 51) = 38 of the 51 sigmas, so 37 steps
+    torch.testing.assert_close(runs[0][1], diffusion.LegacyDDPMDiscretization()(50)[13:])
+
+
 def test_image_to_image_at_strength_0_returns_the_input_decoded(sdxl):
     latents = sdxl("a red cube", seed=0, return_latents=True, **FAST)
     assert latents.shape == (1, 4, 8, 8)
@@ -223,12 +312,71 @@ def test_image_to_image_takes_uint8_images(sd):
     assert sd.image_to_image(images[0], ["a green cone"], strength=0.6, seed=0, **FAST).shape == (1, 64, 64, 3)
 
 
-def test_refiner_finishes_the_base_latents(sdxl, refiner, sdxl_image):
-    refined = sdxl("a red cube", seed=0, refiner=refiner, **FAST)
-    assert differ(refined, sdxl_image)
-    assert np.array_equal(sdxl("a red cube", seed=0, refiner=refiner, **FAST), refined)
-    latents = sdxl("a red cube", seed=0, refiner=refiner, return_latents=True, **FAST)
-    assert latents.shape == (1, 4, 8, 8)
+def test_refiner_finishes_the_base_trajectory_as_the_demo(monkeypatch, sdxl, refiner):
+    runs, sigmas_seen = [], []
+    spy_on_sample(monkeypatch, sdxl, runs)
+    spy_on_sample(monkeypatch, refiner, runs)
+    sdxl("a red cube", negative_prompt="blurry", refiner=refiner, num_steps=50, progress=False,
+         callback=lambda x, denoised, sigma, step: sigmas_seen.append((step, float(sigma))))
+    (_, base_sigmas, base_negatives, handed_over), (refiner_start, refiner_sigmas, refiner_negatives, _) = runs
+    full = diffusion.LegacyDDPMDiscretization()(50)
+    # 50 steps, strength 0.15: the base runs 44 steps and stops at sigma 0.3866; the refiner runs the last 6
+    torch.testing.assert_close(base_sigmas, full[:45])
+    torch.testing.assert_close(refiner_sigmas, full[44:])
+    assert abs(float(base_sigmas[-1]) - 0.3866) < 1e-4
+    assert [step for step, _ in sigmas_seen] == [*range(44), *range(6)]  # the callback sees both runs
+    assert [sigma for _, sigma in sigmas_seen[44:]] == pytest.approx(full[44:-1].tolist())
+    # ... from exactly the base's latents: no fresh noise
+    torch.testing.assert_close(refiner_start, handed_over, rtol=1e-6, atol=1e-6)
+    assert base_negatives == ["blurry"] and refiner_negatives == [""]  # the demo's refiner gets ""
+
+
+def test_refiner_can_re_noise_the_finished_base_image(monkeypatch, sdxl, refiner):
+    runs = []
+    spy_on_sample(monkeypatch, sdxl, runs)
+    spy_on_sample(monkeypatch, refiner, runs)
+    options = {"refiner": refiner, "num_steps": 50, "progress": False}
+    sdxl("a red cube", refinement=Refinement(strength=0.3, finish_denoising=False), **options)
+    (_, base_sigmas, _, finished), (refiner_start, refiner_sigmas, _, _) = runs
+    full = diffusion.LegacyDDPMDiscretization()(50)
+    torch.testing.assert_close(base_sigmas, full)  # the base runs to sigma 0
+    torch.testing.assert_close(refiner_sigmas, full[-int(0.3 * 51):])  # the refiner's own strength-0.3 schedule
+    added = (refiner_start - finished) / refiner_sigmas[0]
+    assert 0.8 < float(added.std()) < 1.2 and abs(float(added.mean())) < 0.2  # fresh unit noise at sigma_0
+
+
+def test_refiner_options_reach_the_refiner(monkeypatch, sdxl, refiner):
+    runs = []
+    spy_on_sample(monkeypatch, refiner, runs)
+    batches = network_batches(refiner, lambda: sdxl("a", refiner=refiner, num_steps=10, progress=False,
+                                                    refinement=Refinement(strength=0.5, cfg=1.0,
+                                                                          sampler="HeunEDMSampler")))
+    assert len(runs[0][1]) == 5  # the lowest int(0.5 * 11) = 5 sigmas of the base's 10 steps: 4 steps
+    assert batches == [1] * 7  # Heun: two evaluations a step but the last; cfg 1: no unconditional half
+    runs.clear()
+    sdxl("a", refiner=refiner, num_steps=10, progress=False,
+         refinement=Refinement(num_steps=20, finish_denoising=False))
+    assert len(runs[0][1]) == int(0.15 * 21)  # its own 20-step schedule, cut at 0.15
+
+
+def test_refiner_steps_change_the_image_reproducibly(sdxl, refiner):
+    options = {"seed": 0, "refiner": refiner, "num_steps": 20, "progress": False}  # 0.15 of 21 sigmas: 2 steps
+    refined = sdxl("a red cube", **options)
+    assert np.array_equal(sdxl("a red cube", **options), refined)
+    # strength 0: the base runs to sigma 0 and the refiner only decodes
+    assert differ(refined, sdxl("a red cube", refinement=Refinement(strength=0.0), **options))
+    assert sdxl("a red cube", return_latents=True, **options).shape == (1, 4, 8, 8)
+
+
+def test_a_refiner_that_cannot_continue_the_base_is_refused(sdxl, refiner):
+    with pytest.raises(ValueError, match="refiner's schedule .*Refinement\\(finish_denoising=False\\)"):
+        sdxl("a", refiner=refiner, num_steps=50, refinement=Refinement(num_steps=40), progress=False)
+    with pytest.raises(ValueError, match="pass refiner="):
+        sdxl("a", refinement=Refinement(), progress=False)
+    for bad, message in [({"strength": 1.5}, "strength is a fraction"), ({"num_steps": 0}, "num_steps must be"),
+                         ({"cfg": -2.0}, "cfg must be"), ({"finish_denoising": "yes"}, "True or False")]:
+        with pytest.raises(ValueError, match=message):
+            Refinement(**bad)
 
 
 def test_refiner_is_conditioned_on_aesthetic_scores(refiner):
