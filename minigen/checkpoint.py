@@ -42,6 +42,18 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as asked; the message says why and what to do."""
 
 
+def is_pickle(path: Path) -> bool:
+    """A pickle checkpoint: by its suffix (.ckpt, .pt, ...) or by the zip signature torch.save starts files with."""
+    with path.open("rb") as file:
+        return path.suffix in PICKLE_SUFFIXES or file.read(4) == b"PK\x03\x04"
+
+
+def pickle_refusal(path: Path, alternative: str) -> CheckpointError:
+    """Why minigen will not read the pickle file at `path`, and what to do instead (`alternative`)."""
+    return CheckpointError(f"{path.name} is a pickle checkpoint: loading one can run arbitrary code. Convert it to "
+                           f"safetensors (docs/troubleshooting.md shows how), {alternative}.")
+
+
 def part_of(key: str) -> str:
     return next((part for part in PARTS if key.startswith(part + ".")), key.split(".", 1)[0])
 
@@ -97,18 +109,16 @@ def _open_tensors(path: Path, allow_pickle: bool):
     """A (key -> shape) table and a getter for one tensor, for safetensors or (opt-in) pickle files."""
     if not path.is_file():
         raise CheckpointError(f"No checkpoint file at {path}.")
-    if path.suffix in PICKLE_SUFFIXES:
+    if is_pickle(path):
         if not allow_pickle:
-            raise CheckpointError(
-                f"{path.name} is a pickle checkpoint: loading one can run arbitrary code. Convert it to "
-                "safetensors, or pass allow_pickle=True to load it with torch.load(weights_only=True)."
-            )
+            raise pickle_refusal(path, "or pass allow_pickle=True to load it with torch.load(weights_only=True)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many kinds for damaged or unsafe pickles
             raise CheckpointError(f"Could not read {path} as a weights-only pickle checkpoint: {error}") from error
         state = state.get("state_dict", state)
         return {key: tuple(value.shape) for key, value in state.items()}, state.__getitem__
+    read_header(path)  # a truncated file is named as such before safetensors reads it
     try:
         handle = safe_open(str(path), framework="pt", device="cpu")  # memory-mapped
         shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
@@ -204,18 +214,25 @@ def _manifests(manifest_dir: Path) -> dict[str, dict[str, tuple]]:
     return tables
 
 
-def _read_header(path: Path) -> dict[str, tuple[tuple, str]]:
-    """key -> (shape, dtype) from a safetensors header, without reading any tensor data."""
+def read_header(path: Path) -> dict[str, tuple[tuple, str]]:
+    """key -> (shape, dtype) from a safetensors header, reading no tensor data; the file must hold all the data
+    the header describes (a download cut short keeps a valid header)."""
     try:
         with path.open("rb") as file:
             header_size = int.from_bytes(file.read(8), "little")
             if not 0 < header_size <= path.stat().st_size - 8:
                 raise ValueError("header size does not fit the file")
             header = json.loads(file.read(header_size))
-    except (ValueError, OSError) as error:
+        header.pop("__metadata__", None)
+        table = {key: (tuple(entry["shape"]), entry["dtype"]) for key, entry in header.items()}
+        data_size = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+    except (ValueError, OSError, AttributeError, TypeError, KeyError, IndexError) as error:  # any malformed header
         raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from error
-    header.pop("__metadata__", None)
-    return {key: (tuple(entry["shape"]), entry["dtype"]) for key, entry in header.items()}
+    expected, found = 8 + header_size + data_size, path.stat().st_size
+    if found < expected:
+        raise CheckpointError(f"{path} is truncated: its safetensors header describes {expected:,} bytes, the file "
+                              f"has {found:,} (a download cut short?); re-download it.")
+    return table
 
 
 def inspect_checkpoint(path, manifest_dir=MANIFEST_DIR) -> CheckpointInfo:
@@ -223,7 +240,9 @@ def inspect_checkpoint(path, manifest_dir=MANIFEST_DIR) -> CheckpointInfo:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"No checkpoint file at {path}.")
-    table = _read_header(path)
+    if is_pickle(path):
+        raise pickle_refusal(path, "then inspect that")
+    table = read_header(path)
     shapes = {canonical_key(key): shape for key, (shape, _) in table.items()}
     per_part = defaultdict(int)
     for key, shape in shapes.items():

@@ -9,6 +9,11 @@ tiny_sv4d2) load their weights from data/, any other preset gets random weights 
 
     minigen sample sv3d-p --preset tiny_sv3d --input data/object.png --output orbit.gif
 
+`--preset NAME` beside `--checkpoint` says which model the file holds, for files whose tensors cannot tell
+(SD 2.1 512 and 768 have the same ones):
+
+    minigen sample sd21 --checkpoint v2-1_768-ema-pruned.safetensors --preset sd_2_1_768 --prompt owl --output owl.png
+
 `--random-weights` asks for random weights even where trained ones exist. `python -m minigen ...` is the same.
 
 A folder as --input makes one output per input file in the --output folder, and torchrun shares them out:
@@ -30,6 +35,7 @@ import torch
 from . import io
 from . import train as trainer
 from .checkpoint import CheckpointError, inspect_checkpoint
+from .pipelines.common import identify_preset
 
 # the options of each family of pipelines (flags of OPTIONS below)
 TEXT = ("prompt", "negative-prompt", "height", "width", "cfg", "num-images")
@@ -61,6 +67,13 @@ MODELS = {
     "sv4d2": Model("sv4d", "SV4D2Pipeline", "sv4d2", "video", SV4D),
 }
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# what each kind of model writes, and the --output suffixes that can hold it
+OUTPUTS = {
+    "text": ("images, numbered when more than one (a video suffix makes them one video's frames)",
+             io.IMAGE_SUFFIXES + io.VIDEO_SUFFIXES),
+    "image": ("a video (an image suffix writes its frames as numbered images)", io.VIDEO_SUFFIXES + io.IMAGE_SUFFIXES),
+    "video": ("one video with the views side by side", io.VIDEO_SUFFIXES),
+}
 
 # flag -> (pipeline keyword, type, help)
 OPTIONS = {
@@ -95,10 +108,11 @@ def add_sample_parser(commands) -> None:
     models = sample.add_subparsers(dest="model", required=True, metavar="MODEL")
     for name, model in MODELS.items():
         parser = models.add_parser(name, help=f"{model.kind} input, {model.pipeline} with {model.preset}")
-        weights = parser.add_mutually_exclusive_group(required=True)
-        weights.add_argument("--checkpoint", type=Path, help="the official .safetensors file")
-        weights.add_argument("--preset", help="build this preset instead: the trained course models (tiny_svd, "
-                             "tiny_sv3d, tiny_sv4d2) load data/'s weights, others get random weights")
+        parser.add_argument("--checkpoint", type=Path, help="the official .safetensors file (its model is identified "
+                            "from its tensors; --preset names it where they cannot tell, as for SD 2.1 512 / 768)")
+        parser.add_argument("--preset", help="alone: build this preset (the trained course models tiny_svd, tiny_sv3d, "
+                            "tiny_sv4d2 load data/'s weights, others get random weights); with --checkpoint: the "
+                            "model the file holds")
         if model.kind == "image":
             parser.add_argument("--input", required=True,
                                 help="the input image, or a folder of images: one output each, in the --output folder")
@@ -106,13 +120,16 @@ def add_sample_parser(commands) -> None:
             parser.add_argument("--input", required=True,
                                 help="the input video (file, folder of frames or pattern), or a folder of video "
                                      "files: one output each, in the --output folder")
+        writes, suffixes = OUTPUTS[model.kind]
         parser.add_argument("--output", type=Path, required=True,
-                            help="where to write (.png, .mp4 or .gif); a folder when --input is a folder of inputs")
+                            help=f"the file to write, ending in {', '.join(suffixes)}: {writes}"
+                                 + ("" if model.kind == "text" else "; a folder when --input is a folder of inputs"))
         if model.kind != "text":
             parser.add_argument("--format", help=f"suffix of the outputs in folder mode: one of "
                                                  f"{', '.join(io.VIDEO_SUFFIXES)} (default .mp4)")
         parser.add_argument("--random-weights", action="store_true",
-                            help="with --preset: random weights (from a fixed seed) even where trained ones exist")
+                            help="with --preset alone: random weights (from a fixed seed) even where trained ones "
+                                 "exist")
         parser.add_argument("--overwrite", action="store_true",
                             help="replace --output if it exists (in folder mode: outputs that exist are skipped "
                                  "without it)")
@@ -155,12 +172,38 @@ def load_pipeline(args, model: Model):
             raise ValueError("sv4d needs --sv3d-checkpoint (an SV3D_u or SV3D_p file) for its reference views.")
         options["sv3d"] = args.sv3d_checkpoint or "tiny_sv3d"
     if args.checkpoint and args.random_weights:
-        raise ValueError("--random-weights goes with --preset; a --checkpoint brings its own weights.")
+        raise ValueError("--random-weights goes with --preset alone; a --checkpoint brings its own weights.")
+    if args.checkpoint and args.preset:
+        check_preset_fits(pipeline_class, args.checkpoint, args.preset)
     if args.checkpoint:
-        return pipeline_class.from_checkpoint(args.checkpoint, preset=None if args.model != "sv4d" else model.preset,
-                                              **options)
+        preset = args.preset or (model.preset if args.model == "sv4d" else None)
+        return pipeline_class.from_checkpoint(args.checkpoint, preset=preset, **options)
     # random weights come from a fixed seed: `--seed 7` twice (or on every torchrun rank) gives the same output
     return pipeline_class.from_preset(args.preset, weights="random" if args.random_weights else "default", **options)
+
+
+def check_preset_fits(pipeline_class, path: Path, preset: str) -> None:
+    """`--preset` beside `--checkpoint` names the model the file holds; refuse, before loading, a preset the
+    pipeline does not run or whose tensors the file does not hold."""
+    if preset not in pipeline_class.DEFAULTS:
+        raise ValueError(f"{pipeline_class.__name__} runs {', '.join(pipeline_class.DEFAULTS)}; got --preset {preset}.")
+    try:
+        identify_preset(path, [preset])
+    except CheckpointError:  # the file itself is unreadable: its own message says so
+        raise
+    except ValueError:
+        matches = inspect_checkpoint(path).matches
+        holds = f"it holds {', '.join(matches)}" if matches else "`minigen inspect` tells what it holds"
+        raise ValueError(f"{path} does not hold --preset {preset}'s tensors ({holds}); give the preset of the file's "
+                         "model, or leave --preset out to have it identified.") from None
+
+
+def check_output_suffix(args, model: Model) -> None:
+    """Refuse, before sampling, an --output whose suffix cannot hold what the model writes."""
+    writes, suffixes = OUTPUTS[model.kind]
+    if args.output.suffix.lower() not in suffixes:
+        raise ValueError(f"{args.model} writes {writes}: --output must end in one of {', '.join(suffixes)}, "
+                         f"got {args.output.name}.")
 
 
 def write_output(result, path: Path, fps: float, overwrite: bool) -> list[Path]:
@@ -199,7 +242,8 @@ def sample(args) -> int:
     if distributed_env()[1] > 1:
         raise ValueError("Under torchrun, --input must be a folder whose files the ranks share; one input needs "
                          "one process: run minigen without torchrun.")
-    if args.output.exists() and not args.overwrite:  # before minutes of sampling, not after
+    check_output_suffix(args, model)  # before minutes of sampling, not after
+    if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it.")
     call = pipeline_call(args, model, getattr(args, "input", None))
     pipeline = load_pipeline(args, model)
@@ -307,8 +351,13 @@ def sample_folder(args, model: Model, files: list[Path]) -> int:
 
 
 def main(argv=None) -> int:
+    """Run one command; a user error (bad file or option) ends in a `minigen: error:` message, not a traceback:
+    one line, except a checkpoint's key report. Exit status 2."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sample" and not (args.checkpoint or args.preset):
+        parser.error(f"sample {args.model} needs --checkpoint FILE, --preset NAME, or both.")
     try:
         if args.command == "inspect":
             print(inspect_checkpoint(args.checkpoint))
@@ -316,7 +365,7 @@ def main(argv=None) -> int:
         if args.command == "train":
             return trainer.run_command(args, command=shlex.join(["minigen", *argv]))
         return sample(args)
-    except (CheckpointError, ValueError, FileExistsError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # CheckpointError is a ValueError; FileNotFoundError an OSError
         print(f"minigen: error: {error}", file=sys.stderr)
         return 2
 

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch import nn
 
 from .. import diffusion
-from ..checkpoint import inspect_checkpoint
+from ..checkpoint import inspect_checkpoint, read_header
 from ..conditioning import GeneralConditioner
 from ..io import read_image
 from ..nn.autoencoder import AutoencoderKL
@@ -120,13 +119,14 @@ def identify_preset(path, candidates) -> str:
     """Which of `candidates` (preset names) the checkpoint at `path` holds, from its tensor names and shapes.
 
     Official files are compared with the bundled manifests, course checkpoints with the tiny presets.
-    svd, svd_xt and svd_xt_1_1 share one architecture: the file name decides (svd_xt_1_1.safetensors).
+    Files of one architecture (svd / svd_xt / svd_xt_1_1; svd_image_decoder / svd_xt_image_decoder) are told apart
+    by the preset name in the file name (svd_xt_1_1.safetensors); SD 2.1's official names (v2-1_512-ema-pruned,
+    v2-1_768-ema-pruned) hold neither sd_2_1 nor sd_2_1_768, so those need preset=.
     """
     info = inspect_checkpoint(path)
     matches = [name for name in info.matches if name in candidates]
     if not matches:
-        with safe_open(str(path), framework="pt") as handle:
-            shapes = {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
+        shapes = {key: list(shape) for key, (shape, _) in read_header(path).items()}
         course_presets = [name for name in candidates if name not in official_preset_names()]
         matches = [name for name in course_presets
                    if {key: entry["shape"] for key, entry in state_dict_table(name).items()} == shapes]
@@ -137,7 +137,7 @@ def identify_preset(path, candidates) -> str:
         return matches[0]
     if matches:
         raise ValueError(f"{path} fits {', '.join(matches)} (same architecture, different defaults); "
-                         "pass preset= to say which.")
+                         "pass preset= to say which (minigen sample: --preset beside --checkpoint).")
     found = f"it holds {', '.join(info.matches)}" if info.matches else f"closest official model: {info.closest}"
     raise ValueError(f"{path} is none of {', '.join(candidates)} ({found}); pass preset= or use the pipeline "
                      "of that model.")

@@ -239,6 +239,7 @@ OFFICIAL = {
     "svd_xt": svd,
     "svd_xt_1_1": svd,
     "svd_image_decoder": svd,
+    "svd_xt_image_decoder": svd,
     "sv3d_u": lambda: sv3d(cameras=False),
     "sv3d_p": lambda: sv3d(cameras=True),
     "sv4d": lambda: sv4d(n_time=5, n_view=8),  # N_TIME, N_VIEW of the config; N_FRAMES = 40

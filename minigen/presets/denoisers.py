@@ -32,8 +32,8 @@ OFFICIAL = {
     "sd_2_1": lambda: discrete("EpsScaling"),
     "sd_2_1_768": lambda: discrete("VScaling"),
     **{name: (lambda: discrete("EpsScaling")) for name in ("sd_xl_base", "sd_xl_refiner", "sd_xl_turbo")},
-    **{name: DenoiserConfig for name in ("svd", "svd_xt", "svd_xt_1_1", "svd_image_decoder", "sv3d_u", "sv3d_p",
-                                         "sv4d", "sv4d2", "sv4d2_8views")},
+    **{name: DenoiserConfig for name in ("svd", "svd_xt", "svd_xt_1_1", "svd_image_decoder", "svd_xt_image_decoder",
+                                         "sv3d_u", "sv3d_p", "sv4d", "sv4d2", "sv4d2_8views")},
 }
 TINY = {
     "tiny_sd": lambda: discrete("EpsScaling"),

@@ -91,7 +91,8 @@ def _ddconfig(params: dict) -> DDConfig:
 # --- official first stages ---------------------------------------------------------------------------
 
 def sd_vae() -> FirstStageConfig:
-    """SD 2.1 (and svd_image_decoder): AutoencoderKL, encoder + image decoder + quant convs, 83.7 M."""
+    """SD 2.1 (and svd_image_decoder, svd_xt_image_decoder): AutoencoderKL, encoder + image decoder + quant convs,
+    83.7 M."""
     return FirstStageConfig()
 
 
@@ -125,6 +126,7 @@ OFFICIAL = {
     "svd_xt": svd_vae,
     "svd_xt_1_1": svd_vae,
     "svd_image_decoder": sd_vae,
+    "svd_xt_image_decoder": sd_vae,
     "sv3d_u": lambda: decoder_only_vae(14),  # the sampling script's decoding_t
     "sv3d_p": lambda: decoder_only_vae(14),
     "sv4d": lambda: decoder_only_vae(7),  # en_and_decode_n_samples_a_time in the config

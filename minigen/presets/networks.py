@@ -129,6 +129,7 @@ OFFICIAL = {
     "svd_xt": svd,
     "svd_xt_1_1": svd,
     "svd_image_decoder": svd,
+    "svd_xt_image_decoder": svd,
     "sv3d_u": lambda: svd(adm_in_channels=256),  # y = cond_aug embedding (256)
     "sv3d_p": lambda: svd(adm_in_channels=1280),  # y = cond_aug (256) + polar (512) + azimuth (512)
 }

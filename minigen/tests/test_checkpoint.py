@@ -113,6 +113,30 @@ def test_damaged_files_give_a_clear_error(tmp_path, damage):
         inspect_checkpoint(path)
 
 
+def test_a_truncated_file_is_named_truncated_with_its_sizes(tmp_path):
+    """A download cut short keeps a valid header: the data it describes must all be in the file."""
+    path, _ = saved_weights(tmp_path)
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[:-8])
+    sizes = f"truncated: .* {size:,} bytes, the file has {size - 8:,}.*re-download"
+    for read in (lambda: inspect_checkpoint(path), lambda: load_checkpoint(Tiny(), path)):
+        with pytest.raises(CheckpointError, match=sizes):
+            read()
+
+
+@pytest.mark.parametrize("name", ["weights.ckpt", "renamed.safetensors"])
+def test_inspect_explains_pickle_files_as_loading_does(tmp_path, name):
+    """By suffix, or by torch.save's zip signature when the name says safetensors."""
+    path = tmp_path / name
+    torch.save(Tiny().state_dict(), path)
+    with pytest.raises(CheckpointError, match="allow_pickle=True") as loading:
+        load_checkpoint(Tiny(), path)
+    with pytest.raises(CheckpointError) as inspecting:
+        inspect_checkpoint(path)
+    explanation = f"{name} is a pickle checkpoint: loading one can run arbitrary code. Convert it to safetensors"
+    assert str(loading.value).startswith(explanation) and str(inspecting.value).startswith(explanation)
+
+
 def write_manifest(folder, name, model):
     tensors = {k: {"shape": list(v.shape), "dtype": "float32"} for k, v in model.state_dict().items()}
     (folder / f"{name}.json.gz").write_bytes(gzip.compress(json.dumps({"tensors": tensors}).encode()))

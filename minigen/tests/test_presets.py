@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from minigen.pipelines import SVDPipeline
 from minigen.presets import (
     PART_PREFIXES,
     build_on_meta,
@@ -67,6 +68,17 @@ def test_tiny_networks_are_small_and_run(name):
         kwargs.update(num_video_frames=frames, image_only_indicator=torch.zeros(1, frames))
     with torch.no_grad():
         assert network(x, **kwargs).shape == (frames, config.out_channels, 16, 16)
+
+
+def test_svd_xt_image_decoder_is_svd_image_decoder_sampled_as_svd_xt():
+    """The reference's svd_xt_image_decoder: svd_image_decoder's parts, svd_xt's frames, steps and guidance
+    (simple_video_sample.py; configs/svd_xt_image_decoder.yaml differs from svd_image_decoder.yaml in the guider)."""
+    assert get_preset("svd_xt_image_decoder").parts() == get_preset("svd_image_decoder").parts()
+    assert get_preset("svd_xt_image_decoder").official
+    assert manifest_shapes("svd_xt_image_decoder") == manifest_shapes("svd_image_decoder")
+    defaults = SVDPipeline.DEFAULTS["svd_xt_image_decoder"]
+    assert (defaults.num_frames, defaults.num_steps, defaults.guider) == (25, 30, "LinearPredictionGuider")
+    assert defaults == SVDPipeline.DEFAULTS["svd_xt"] != SVDPipeline.DEFAULTS["svd_image_decoder"]
 
 
 def run_cli(*arguments: str) -> subprocess.CompletedProcess:
