@@ -1,7 +1,7 @@
 """Stable Video 3D: one object image to a 21-view orbit round it (sv3d_u, sv3d_p, tiny_sv3d).
 
     pipe = SV3DPipeline.from_checkpoint("checkpoints/sv3d_p.safetensors", device="cuda", dtype=torch.float16)
-    views = pipe(read_image("chair.png", keep_alpha=True), preprocess=True, elevations_deg=10.0)  # [21, 576, 576, 3]
+    views = pipe("chair.png", elevations_deg=10.0)  # [21, 576, 576, 3]; the chair cut out and framed first
 
 SV3D_u orbits at the input's elevation; SV3D_p takes one camera per frame (elevation and azimuth in degrees,
 converted with minigen.camera: polar = 90 - elevation, azimuths relative to the last frame, the input view).
@@ -11,11 +11,13 @@ Reference: scripts/sampling/simple_video_sample.py (the sv3d branches) and scrip
 """
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..camera import Trajectory, orbit_azimuths_deg, validate_cameras
+from ..io import read_image
 from ..preprocess import prepare_object_image
 from .common import check_count, check_number, input_keys
 from .video_common import ImageToVideoPipeline, VideoDefaults
@@ -23,10 +25,12 @@ from .video_common import ImageToVideoPipeline, VideoDefaults
 DEFAULT_ELEVATION_DEG = 10.0  # the script's elevations_deg
 
 
-def sv3d_defaults(num_frames: int = 21, num_steps: int = 50, image_size=(576, 576)) -> VideoDefaults:
-    """The script's SV3D settings: 21 frames, 50 steps, cond_aug 1e-5; the config's triangle guider, max 2.5."""
+def sv3d_defaults(num_frames: int = 21, num_steps: int = 50, image_size=(576, 576),
+                  preprocess: bool = True) -> VideoDefaults:
+    """The script's SV3D settings: 21 frames, 50 steps, cond_aug 1e-5, the object cut out and framed first; the
+    config's triangle guider, max 2.5."""
     return VideoDefaults(num_frames=num_frames, num_steps=num_steps, guider="TrianglePredictionGuider",
-                         cfg=2.5, min_cfg=1.0, cond_aug=1e-5, image_size=image_size)
+                         cfg=2.5, min_cfg=1.0, cond_aug=1e-5, image_size=image_size, preprocess=preprocess)
 
 
 class SV3DPipeline(ImageToVideoPipeline):
@@ -40,7 +44,8 @@ class SV3DPipeline(ImageToVideoPipeline):
     DEFAULTS = {
         "sv3d_u": sv3d_defaults(),
         "sv3d_p": sv3d_defaults(),
-        "tiny_sv3d": sv3d_defaults(num_frames=8, num_steps=16, image_size=(64, 64)),  # recipe tiny_sv3d: 8 views
+        # recipe tiny_sv3d: 8 views; trained on the renders as they come, so no framing by default
+        "tiny_sv3d": sv3d_defaults(num_frames=8, num_steps=16, image_size=(64, 64), preprocess=False),
     }
     replaces_last_frame = True
 
@@ -70,28 +75,32 @@ class SV3DPipeline(ImageToVideoPipeline):
         check_number("cond_aug", cond_aug)
         return {"cond_aug": cond_aug, **self.cameras(num_frames, elevations_deg, azimuths_deg)}
 
-    def object_image(self, image, preprocess: bool, image_frame_ratio: float | None, background: str,
-                     rembg_model_path) -> torch.Tensor:
-        """With `preprocess`, cut the object out, centre it and put it on white at the trained size first."""
-        if preprocess:
+    def object_image(self, image, preprocess: bool | None, framing: dict) -> torch.Tensor:
+        """The image the model sees, `1 3 H W`: with `preprocess` (default: the model's) the object is cut out,
+        centred and put on white at the trained size first (minigen.preprocess.prepare_object_image, the
+        script's steps; `framing` holds its options)."""
+        if self.defaults.preprocess if preprocess is None else preprocess:
+            if isinstance(image, (str, Path)):
+                image = read_image(image, keep_alpha=True)  # an RGBA file's alpha is the cut-out
             size = self.defaults.image_size or np.asarray(image).shape[:2]
-            image = prepare_object_image(image, size=size, image_frame_ratio=image_frame_ratio,
-                                         background=background, model_path=rembg_model_path)
+            image = prepare_object_image(image, size=size, **framing)
         return self.image_tensor(image)
 
     def __call__(
         self,
-        image,  # uint8 [H, W, 3] (or [H, W, 4] with preprocess) or a path; 576 x 576 as trained
+        image,  # uint8 [H, W, 3] or [H, W, 4] (its alpha is the cut-out) or a path; 576 x 576 as trained
         *,
         num_frames: int | None = None,  # default 21: 20 novel views, then the input view
         num_steps: int | None = None,  # default 50
         elevations_deg=None,  # SV3D_p: one number or one per frame, degrees above the horizon (default 10)
         azimuths_deg=None,  # SV3D_p: one per frame, degrees, increasing round the orbit (default: a full turn)
         cond_aug: float | None = None,  # default 1e-5
-        preprocess: bool = False,  # cut out, centre and whiten the object first (minigen.preprocess)
+        preprocess: bool | None = None,  # cut out, centre, whiten the object first (default: the script's, on)
         image_frame_ratio: float | None = None,  # with preprocess: fraction of the frame the object fills
-        background: str = "auto",  # with preprocess: "auto", "alpha", "uniform" or "rembg"
-        rembg_model_path=None,  # with background "rembg": the segmentation model file
+        background: str = "auto",  # with preprocess: "auto" (the script's: alpha, else rembg), "alpha",
+        # "rembg", or "uniform" (minigen's model-free cut-out for renders on a plain background)
+        alpha_matting: bool = True,  # with rembg: soften the cut-out's edges, as the script does
+        rembg_model_path=None,  # with rembg: the segmentation model file (no download)
         seed: int | None = 23,  # the script's; None draws a random seed
         cfg: float | None = None,  # the triangle guider's scale half-way round the orbit (default 2.5)
         min_cfg: float | None = None,  # its scale at the input view (default 1.0)
@@ -108,7 +117,8 @@ class SV3DPipeline(ImageToVideoPipeline):
         if num_frames != self.defaults.num_frames:
             warnings.warn(f"num_frames={num_frames}: the model was trained on {self.defaults.num_frames}-frame "
                           "orbits, so results may be worse.", stacklevel=2)
-        image = self.object_image(image, preprocess, image_frame_ratio, background, rembg_model_path)
+        image = self.object_image(image, preprocess, {"image_frame_ratio": image_frame_ratio, "background": background,
+                                                      "alpha_matting": alpha_matting, "model_path": rembg_model_path})
         return self.sample_frames(image, values, num_frames, num_steps=num_steps, decoding_t=decoding_t,
                                   encoding_t=encoding_t, seed=seed, cfg=cfg, min_cfg=min_cfg, sampler=sampler,
                                   sampler_options=sampler_options, callback=callback, progress=progress)

@@ -10,8 +10,10 @@ Both models denoise T time frames x V views in one pass (SV4D 5 x 8, SV4D 2.0 12
 5 x 8), ordered (t v). A pass is conditioned on the input video at its T times (`cond_motion`, one CLIP
 token per time, and the frame itself for each of its views) and on V views of the object at one time
 (`cond_view`), plus the V cameras. The results fill an image matrix `images[t, v]` (`t v 3 H W`, view 0 is
-the input video) that later passes read their `cond_view` from. The input frames must already be
-square, centred objects on white (minigen.preprocess.prepare_object_image does one frame).
+the input video) that later passes read their `cond_view` from. As the scripts do, the input video is
+first framed: one box round the object in all frames, padded so that it fills 0.917 (SV4D) or 0.9 (SV4D 2.0)
+of the frame, resized to 576 and put on white (minigen.preprocess.prepare_object_video; preprocess=False
+takes frames as they are).
 Used by the second half of the course (the video notebooks).
 Reference: scripts/sampling/simple_video_sample_4d.py, simple_video_sample_4d2.py,
 scripts/demo/sv4d_helpers.py and scripts/sampling/configs/sv4d*.yaml.
@@ -38,6 +40,7 @@ from ..camera import (
     validate_cameras,
 )
 from ..io import read_video
+from ..preprocess import prepare_object_video
 from .common import (
     Pipeline,
     check_count,
@@ -70,6 +73,8 @@ class MultiviewDefaults:
     sigma_max: float = 700.0  # EDMDiscretization's sigma_max in the scripts (the configs say 500)
     image_size: int = 576  # the square frame size the model was trained at; other sizes are warned about
     num_frames: int = 21  # SV4D 2.0: frames read from the start of the video, at most (the script's n_frames)
+    preprocess: bool = True  # frame the object in the input video first, one box for all frames (the scripts')
+    image_frame_ratio: float = 0.917  # with preprocess: the object's share of the frame (SV4D 2.0's script: 0.9)
     sampler: str = "EulerEDMSampler"  # the scripts' sampler
 
 
@@ -164,27 +169,51 @@ class MultiviewVideoPipeline(Pipeline):
 
     # -- inputs
 
-    def video_frames(self, video, needed: int) -> torch.Tensor:
-        """uint8 `[N, H, W, 3]` (or a path for minigen.io.read_video) -> its frames, `N 3 H W` in [-1, 1].
+    def input_frames(self, video, *, keep: int, needed: int, framing: dict, say_dropped: bool = True) -> torch.Tensor:
+        """The frames a call samples, `t 3 H W` in [-1, 1]: the video's first `keep` (it must have `needed`; more
+        are dropped, with a warning if `say_dropped`), framed as the scripts do unless `framing["preprocess"]`
+        (None: the model's default) is off.
 
-        It must have at least `needed` frames, square, with a side that is a multiple of `size_multiple` (64)."""
+        video: uint8 `[N, H, W, 3 or 4]` or a path for minigen.io.read_video (its alpha, if any, marks the
+        object). Framing (minigen.preprocess.prepare_object_video): one box round the object in all kept
+        frames, padded so it fills `image_frame_ratio` of the frame, resized to `image_size`, on white."""
+        framing = dict(framing)
+        preprocess = framing.pop("preprocess")
+        preprocess = self.defaults.preprocess if preprocess is None else preprocess
         if isinstance(video, (str, Path)):
-            video = read_video(video)
+            video = read_video(video, keep_alpha=preprocess)
         video = np.asarray(video)
-        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
+        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] not in (3, 4):
             raise ValueError(f"Expected a uint8 RGB video [frames, H, W, 3], got {video.dtype} {list(video.shape)}; "
                              "read files with minigen.io.read_video.")
         if len(video) < needed:
             raise ValueError(f"The video has {len(video)} frames; {type(self).__name__} needs {needed} (one pass "
                              f"covers {self.frames_per_window} times). Give a longer video.")
+        if len(video) > keep and say_dropped:
+            warnings.warn(f"The video has {len(video)} frames; {type(self).__name__} uses the first {keep}.",
+                          stacklevel=3)
+        video = video[:keep]
+        if preprocess:
+            video = prepare_object_video(
+                video, image_size=framing["image_size"] or self.defaults.image_size,
+                image_frame_ratio=framing["image_frame_ratio"] or self.defaults.image_frame_ratio,
+                remove_bg=framing["remove_bg"], rembg_model_path=framing["rembg_model_path"])
+        return self.video_frames(video)
+
+    def video_frames(self, video: np.ndarray) -> torch.Tensor:
+        """uint8 `[N, H, W, 3]` -> `N 3 H W` in [-1, 1]: square frames whose side is a multiple of
+        `size_multiple` (64), the trained size or warned about."""
+        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
+            raise ValueError(f"Expected a uint8 RGB video [frames, H, W, 3], got {video.dtype} {list(video.shape)}; "
+                             "read files with minigen.io.read_video.")
         height, width = video.shape[1:3]
         if height != width:
             raise ValueError(f"Frames are {height}x{width}; the model takes square frames of one centred object "
-                             "(minigen.preprocess.prepare_object_image(frame, size=576) makes one).")
+                             "(preprocess=True frames the object as the scripts do).")
         if height != self.defaults.image_size:
             size = self.defaults.image_size
             warnings.warn(f"Frames are {height}x{width}, not {size}x{size}: the model was trained at {size}x{size}, "
-                          "so results may be worse.", stacklevel=3)
+                          "so results may be worse.", stacklevel=4)
         return torch.cat([image_to_tensor(frame, multiple_of=self.size_multiple) for frame in video])
 
     def cameras(self, elevations_deg, azimuths_deg, num_views: int) -> Trajectory:
@@ -307,7 +336,8 @@ class SV4DPipeline(MultiviewVideoPipeline):
         "sv4d": MultiviewDefaults(num_steps=20, guider="SpatiotemporalPredictionGuider", cfg=2.0,
                                   elevation_deg=10.0, camera_model="sv4d", sv3d_preset="sv3d_u"),
         "tiny_sv4d": MultiviewDefaults(num_steps=4, guider="SpatiotemporalPredictionGuider", cfg=2.0,
-                                       elevation_deg=10.0, camera_model="sv4d", sv3d_preset="tiny_sv3d", image_size=64),
+                                       elevation_deg=10.0, camera_model="sv4d", sv3d_preset="tiny_sv3d", image_size=64,
+                                       preprocess=False),
     }
 
     def __init__(self, engine: DiffusionEngine, defaults: MultiviewDefaults, sv3d: SV3DPipeline | None,
@@ -404,6 +434,11 @@ class SV4DPipeline(MultiviewVideoPipeline):
         num_steps: int | None = None,  # sampler steps of every pass, SV3D's included (default 20)
         elevations_deg=None,  # one number or one per SV3D view (21), degrees above the horizon (default 10)
         azimuths_deg=None,  # 21 SV3D views, degrees, going round in order (default: a full turn, the input last)
+        preprocess: bool | None = None,  # frame the object first, one box for all frames (default: on, the script's)
+        image_size: int | None = None,  # with preprocess: the frames' side (default: the trained 576)
+        image_frame_ratio: float | None = None,  # with preprocess: the object's share of the frame (default 0.917)
+        remove_bg: bool = False,  # with preprocess: cut each frame out with rembg first (the script's remove_bg)
+        rembg_model_path=None,  # with remove_bg: the segmentation model file (no download)
         seed: int | None = 23,  # the script's; None draws a random seed
         cfg: float | None = None,  # the spatiotemporal guider's largest scale (the script's cfg, default 2.0)
         min_cfg: float | None = None,  # its smallest scale (default 1.0)
@@ -417,11 +452,9 @@ class SV4DPipeline(MultiviewVideoPipeline):
         """The 8 novel-view videos as uint8 `[8, 21, H, W, 3]` (view order of SV4D_SUBSAMPLED_VIEWS[1:])."""
         check_count("encoding_t", encoding_t)
         check_count("decoding_t", decoding_t)
-        num_frames = self.num_frames
-        frames = self.video_frames(video, num_frames)  # N 3 H W
-        if len(frames) > num_frames:
-            warnings.warn(f"The video has {len(frames)} frames; SV4D uses the first {num_frames}.", stacklevel=2)
-            frames = frames[:num_frames]
+        framing = {"preprocess": preprocess, "image_size": image_size, "image_frame_ratio": image_frame_ratio,
+                   "remove_bg": remove_bg, "rembg_model_path": rembg_model_path}
+        frames = self.input_frames(video, keep=self.num_frames, needed=self.num_frames, framing=framing)  # 21 3 H W
         trajectory = self.cameras(elevations_deg, azimuths_deg, SV3D_NUM_FRAMES)
         settings = {"num_steps": num_steps, "sampler": sampler, "sampler_options": sampler_options,
                     "progress": progress}
@@ -491,11 +524,13 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
 
     DEFAULTS = {
         # the script picks guider 2, LinearPredictionGuider, which ignores its min_cfg 2.0 (min_scale stays 1.0)
-        "sv4d2": MultiviewDefaults(num_steps=50, guider="LinearPredictionGuider", cfg=2.0),
+        "sv4d2": MultiviewDefaults(num_steps=50, guider="LinearPredictionGuider", cfg=2.0, image_frame_ratio=0.9),
         "sv4d2_8views": MultiviewDefaults(num_steps=50, guider="SpatiotemporalPredictionGuider", cfg=2.5,
-                                          min_cfg=1.5, camera_model="sv4d2_8views", window_overlap=1),
-        # the trained course model (recipe tiny_sv4d2): 3 times x 4 views at 64x64
-        "tiny_sv4d2": MultiviewDefaults(num_steps=16, guider="LinearPredictionGuider", cfg=2.0, image_size=64),
+                                          min_cfg=1.5, camera_model="sv4d2_8views", window_overlap=1,
+                                          image_frame_ratio=0.9),
+        # the trained course model (recipe tiny_sv4d2): 3 times x 4 views at 64x64, trained on renders as they come
+        "tiny_sv4d2": MultiviewDefaults(num_steps=16, guider="LinearPredictionGuider", cfg=2.0, image_size=64,
+                                        preprocess=False),
     }
 
     @torch.inference_mode()
@@ -507,6 +542,11 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
         num_steps: int | None = None,  # sampler steps per window (default 50)
         elevations_deg=None,  # one number or one per view (input view first), degrees, relative to the input's
         azimuths_deg=None,  # one per view (input view first), degrees, going round in order (default: script's)
+        preprocess: bool | None = None,  # frame the object first, one box for all frames (default: on, the script's)
+        image_size: int | None = None,  # with preprocess: the frames' side (default: the trained 576)
+        image_frame_ratio: float | None = None,  # with preprocess: the object's share of the frame (default 0.9)
+        remove_bg: bool = False,  # with preprocess: cut each frame out with rembg first (the script's remove_bg)
+        rembg_model_path=None,  # with remove_bg: the segmentation model file (no download)
         seed: int | None = 23,  # the script's; None draws a random seed
         cfg: float | None = None,  # the guider's largest scale (the script's cfg: 2.0; 8-view model 2.5)
         min_cfg: float | None = None,  # its smallest scale (default 1.0; 8-view model 1.5)
@@ -521,7 +561,13 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
         check_count("num_frames", num_frames)
         check_count("encoding_t", encoding_t)
         check_count("decoding_t", decoding_t)
-        frames = self.first_frames(video, num_frames)  # t 3 H W
+        T = self.frames_per_window
+        if num_frames is not None and num_frames < T:
+            raise ValueError(f"num_frames={num_frames}: one pass covers {T} times, so at least {T} are needed.")
+        framing = {"preprocess": preprocess, "image_size": image_size, "image_frame_ratio": image_frame_ratio,
+                   "remove_bg": remove_bg, "rembg_model_path": rembg_model_path}
+        frames = self.input_frames(video, keep=num_frames or self.defaults.num_frames, needed=num_frames or T,
+                                   framing=framing, say_dropped=num_frames is None)  # t 3 H W
         trajectory = self.cameras(elevations_deg, azimuths_deg, self.views + 1)
         sampler = self.make_sampler(num_steps, cfg=cfg, min_cfg=min_cfg, sampler=sampler,
                                     sampler_options=sampler_options, progress=progress)
@@ -529,15 +575,6 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
                                encoding_t=encoding_t, decoding_t=decoding_t, generator=generator_for(seed, "cpu"),
                                callback=callback, progress=progress)
         return self.novel_view_videos(sample.images)
-
-    def first_frames(self, video, num_frames: int | None) -> torch.Tensor:
-        """The frames a call uses, `t 3 H W`: `num_frames` of them (the video must have that many), or by default
-        as the script reads a video, its first 21 (`defaults.num_frames`) or all of a shorter one."""
-        T = self.frames_per_window
-        if num_frames is not None and num_frames < T:
-            raise ValueError(f"num_frames={num_frames}: one pass covers {T} times, so at least {T} are needed.")
-        frames = self.video_frames(video, num_frames or T)
-        return frames[:num_frames or self.defaults.num_frames]
 
     @torch.inference_mode()
     def generate(self, frames: torch.Tensor, cameras: dict, sampler, *, encoding_t: int | None = None,

@@ -1,4 +1,5 @@
-"""Stable Video Diffusion: one image to a short video (svd, svd_xt, svd_xt_1_1, svd_image_decoder, tiny_svd).
+"""Stable Video Diffusion: one image to a short video (svd, svd_xt, svd_xt_1_1, svd_image_decoder,
+svd_xt_image_decoder, tiny_svd).
 
     pipe = SVDPipeline.from_checkpoint("checkpoints/svd_xt.safetensors", device="cuda", dtype=torch.float16)
     frames = pipe(read_image("rocket.png"))  # uint8 [25, 576, 1024, 3]

@@ -49,6 +49,7 @@ class VideoDefaults:
     sigma_max: float = 700.0  # EDMDiscretization's sigma_max: where sampling starts
     image_size: tuple[int, int] | None = (576, 1024)  # (H, W) the model was trained at; other sizes are warned about
     sampler: str = "EulerEDMSampler"  # the scripts' sampler
+    preprocess: bool = False  # SV3D: cut the object out and frame it first, as its script always does
 
 
 @dataclass

@@ -20,6 +20,7 @@ from minigen.io import write_image
 from minigen.pipelines.common import frames_to_uint8
 from minigen.pipelines.sv3d import SV3DPipeline
 from minigen.pipelines.sv4d import SV4D2Pipeline, SV4DPipeline, Window, WindowNoise, window_starts
+from minigen.preprocess import prepare_object_video
 from minigen.tests.test_pipelines_video import perturbed
 
 FAST = {"num_steps": 2, "progress": False}
@@ -275,11 +276,47 @@ def test_bfloat16_weights_run(sv4d2):
     assert out.shape == reference.shape and np.abs(out.astype(int) - reference).mean() < 8
 
 
+AS_GIVEN = {"preprocess": False}
+
+
 def test_video_can_be_a_folder_of_frames(sv4d2, tmp_path):
     frames = video(3)
     for index, frame in enumerate(frames):
         write_image(frame, tmp_path / f"{index:03d}.png")
-    torch.testing.assert_close(sv4d2.video_frames(tmp_path, 3), sv4d2.video_frames(frames, 3))
+    torch.testing.assert_close(sv4d2.input_frames(tmp_path, keep=3, needed=3, framing=AS_GIVEN),
+                               sv4d2.input_frames(frames, keep=3, needed=3, framing=AS_GIVEN))
+
+
+def moving_square(frames: int, size: int = 64) -> np.ndarray:
+    """A dark square gliding right across white frames, `[frames, size, size, 3]` uint8."""
+    video = np.full((frames, size, size, 3), 255, dtype=np.uint8)
+    for t in range(frames):
+        video[t, 24:36, 8 + 4 * t:20 + 4 * t] = 40
+    return video
+
+
+def test_the_official_presets_frame_the_video_as_the_scripts(sv4d2, monkeypatch):
+    """sv4d / sv4d2 frame every input with one box for all the frames they use (0.917 / 0.9 of the frame); the
+    course model, trained on renders as they come, takes frames as given."""
+    assert SV4DPipeline.DEFAULTS["sv4d"].preprocess and SV4DPipeline.DEFAULTS["sv4d"].image_frame_ratio == 0.917
+    assert SV4D2Pipeline.DEFAULTS["sv4d2"].preprocess and SV4D2Pipeline.DEFAULTS["sv4d2"].image_frame_ratio == 0.9
+    assert not SV4D2Pipeline.DEFAULTS["tiny_sv4d2"].preprocess
+    scripted = SV4D2Pipeline(sv4d2.engine, dataclasses.replace(sv4d2.defaults, preprocess=True, num_frames=4,
+                                                                  image_frame_ratio=0.9))
+    clip = moving_square(6)
+    framed = prepare_object_video(clip[:4], image_size=64, image_frame_ratio=0.9)  # only the frames it uses
+    expected = scripted.input_frames(framed, keep=4, needed=3, framing=AS_GIVEN)
+    given = spy(monkeypatch, scripted, "generate")
+    scripted(clip, num_steps=1, progress=False)
+    torch.testing.assert_close(given[0][0][0], expected)
+    assert not torch.equal(expected, scripted.input_frames(clip, keep=4, needed=3, framing=AS_GIVEN))
+
+
+def test_sv4d2_reads_the_scripts_21_frames_by_default(sv4d2, monkeypatch):
+    given = spy(monkeypatch, sv4d2, "generate")
+    with pytest.warns(UserWarning, match="The video has 23 frames; SV4D2Pipeline uses the first 21"):
+        out = sv4d2(video(23), num_steps=1, progress=False)
+    assert out.shape[1] == 21 and len(given[0][0][0]) == 21
 
 
 def test_checkpoints_load_strictly_and_are_identified(sv4d, sv4d2, tmp_path):
@@ -347,7 +384,7 @@ def test_sv4d_needs_its_21_frames_and_says_when_it_drops_some(sv4d):
 
 def test_frames_at_another_size_than_trained_are_warned_about(sv4d2):
     with pytest.warns(UserWarning, match="trained at 64x64"):
-        sv4d2.video_frames(video(3, size=48), 3)
+        sv4d2.video_frames(video(3, size=48))
 
 
 def test_unknown_presets_and_mismatched_engines_are_refused(sv4d2):

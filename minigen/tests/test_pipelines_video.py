@@ -4,6 +4,7 @@ Runs take a fraction of a second each (tiny networks, 64 x 64 images, 2-3 frames
 compute what the reference computes is the golden cases' job (pipe_svd_tiny, pipe_sv3d_p_tiny).
 """
 
+import dataclasses
 import math
 import warnings
 
@@ -19,6 +20,7 @@ from minigen.pipelines.engine import DiffusionEngine
 from minigen.pipelines.sv3d import SV3DPipeline
 from minigen.pipelines.svd import SVDPipeline
 from minigen.pipelines.video_common import ImageToVideoPipeline
+from minigen.preprocess import prepare_object_image
 from minigen.presets.conditioners import sv3d, tiny
 from minigen.presets.first_stage import TINY_DDCONFIG
 from minigen.tests.conformance.cases import Case
@@ -79,6 +81,7 @@ def test_defaults_are_the_official_ones():
         "svd_image_decoder": (14, 25, "LinearPredictionGuider", 2.5, 1.0),
         "svd_xt": (25, 30, "LinearPredictionGuider", 3.0, 1.5),
         "svd_xt_1_1": (25, 30, "LinearPredictionGuider", 3.0, 1.5),
+        "svd_xt_image_decoder": (25, 30, "LinearPredictionGuider", 3.0, 1.5),
         "sv3d_u": (21, 50, "TrianglePredictionGuider", 2.5, 1.0),
         "sv3d_p": (21, 50, "TrianglePredictionGuider", 2.5, 1.0),
     }
@@ -297,8 +300,6 @@ def test_sv3d_frame_count_other_than_trained_is_warned_about(sv3d_p):
 
 
 def test_sv3d_preprocesses_an_object_photo(sv3d_p):
-    from minigen.preprocess import prepare_object_image
-
     photo = object_photo()
     frames = sv3d_p(photo, preprocess=True, image_frame_ratio=0.5, **SV3D_FAST)
     prepared = prepare_object_image(photo, size=64, image_frame_ratio=0.5)
@@ -307,6 +308,17 @@ def test_sv3d_preprocesses_an_object_photo(sv3d_p):
     assert (prepared[0, 0] == 255).all()  # on white
     with pytest.raises(ValueError, match="Expected a uint8 RGB image"):
         sv3d_p(photo, preprocess=False, **SV3D_FAST)  # RGBA needs preprocessing
+
+
+def test_sv3d_preprocesses_by_default_as_the_script(sv3d_p):
+    """The official SV3D presets cut out and frame every input, as the script does; the course model, trained on
+    renders as they come, does not."""
+    assert SV3DPipeline.DEFAULTS["sv3d_u"].preprocess and SV3DPipeline.DEFAULTS["sv3d_p"].preprocess
+    assert not SV3DPipeline.DEFAULTS["tiny_sv3d"].preprocess
+    scripted = SV3DPipeline(sv3d_p.engine, dataclasses.replace(sv3d_p.defaults, preprocess=True))
+    photo = object_photo()
+    torch.testing.assert_close(scripted.object_image(photo, None, {}),
+                               sv3d_p.object_image(prepare_object_image(photo, size=64), False, {}))
 
 
 # ---------------------------------------------------------------- checkpoints
