@@ -109,8 +109,8 @@ class BaseSampler:
         """What to pass as `x` so that the run starts from `x_noisy`, a latent already at the schedule's first sigma.
 
         The call takes unit-variance noise and scales it by sqrt(1 + sigma_0^2) (`start`, the reference's
-        convention); a latent that already carries noise sigma_0 (img2img, a refiner finishing another model's trajectory) is
-        divided by the same factor first.
+        convention); a latent that already carries noise sigma_0 (img2img, a refiner finishing another model's
+        trajectory) is divided by the same factor first.
         """
         sigma_0 = self.sigmas(num_steps, device=x_noisy.device)[0]
         return x_noisy / torch.sqrt(1.0 + sigma_0**2.0)

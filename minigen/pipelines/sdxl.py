@@ -472,10 +472,10 @@ class TurboPipeline(TextToImagePipeline):
             preset = cls.SAME_ARCHITECTURE.get(found, found)
         return cls.from_preset(preset, weights=Path(path), device=device, dtype=dtype, offload=offload)
 
-    def __call__(self, prompt, *, height: int | None = None, width: int | None = None, num_steps: int = 1,
+    def __call__(self, prompt, *, height: int | None = None, width: int | None = None, num_steps: int | None = None,
                  seed: int | None = 0, num_images: int = 1, micro: MicroConditioning | None = None,
                  callback=None, progress: bool = True, return_latents: bool = False):
-        """`len(prompts) * num_images` images as uint8 `[N, H, W, 3]`, in `num_steps` (1-4) network calls.
+        """`len(prompts) * num_images` images as uint8 `[N, H, W, 3]`, in `num_steps` (1-4, default 1) network calls.
 
         `seed` defaults to the Turbo demo's 0; None: a random seed."""
         return super().__call__(prompt, height=height, width=width, num_steps=num_steps, seed=seed,
