@@ -35,15 +35,19 @@ import torch
 from . import io
 from . import train as trainer
 from .checkpoint import CheckpointError, inspect_checkpoint
-from .pipelines.common import identify_preset
+from .pipelines.common import SAMPLERS, identify_preset
 
 # the options of each family of pipelines (flags of OPTIONS below)
-TEXT = ("prompt", "negative-prompt", "height", "width", "cfg", "num-images")
+GUIDED = ("cfg", "sampler")  # every model but turbo
+VIDEO = ("min-cfg", "encoding-t", "decoding-t")  # per-frame guidance and the chunked VAE
+TEXT = ("prompt", "negative-prompt", "height", "width", "num-images") + GUIDED
 TURBO = ("prompt", "height", "width", "num-images")
-SVD = ("num-frames", "fps-id", "motion-bucket-id", "cond-aug", "decoding-t", "encoding-t", "min-cfg", "max-cfg")
-SV3D = ("num-frames", "cond-aug", "elevations-deg", "azimuths-deg", "preprocess", "image-frame-ratio", "decoding-t",
-        "encoding-t", "min-cfg", "max-cfg")
-SV4D = ("elevations-deg", "azimuths-deg", "decoding-t", "encoding-t", "min-cfg", "max-cfg")
+SVD = ("num-frames", "fps-id", "motion-bucket-id", "cond-aug") + GUIDED + VIDEO
+SV3D = ("num-frames", "cond-aug", "elevations-deg", "azimuths-deg", "preprocess", "image-frame-ratio", "background",
+        "rembg-model-path") + GUIDED + VIDEO
+SV4D = ("elevations-deg", "azimuths-deg", "preprocess", "image-size", "image-frame-ratio", "remove-bg",
+        "rembg-model-path") + GUIDED + VIDEO
+SV4D2 = ("num-frames",) + SV4D
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ MODELS = {
     "sv3d-u": Model("sv3d", "SV3DPipeline", "sv3d_u", "image", tuple(f for f in SV3D if not f.endswith("-deg"))),
     "sv3d-p": Model("sv3d", "SV3DPipeline", "sv3d_p", "image", SV3D),
     "sv4d": Model("sv4d", "SV4DPipeline", "sv4d", "video", SV4D),
-    "sv4d2": Model("sv4d", "SV4D2Pipeline", "sv4d2", "video", SV4D),
+    "sv4d2": Model("sv4d", "SV4D2Pipeline", "sv4d2", "video", SV4D2),
 }
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # what each kind of model writes, and the --output suffixes that can hold it
@@ -81,24 +85,35 @@ OPTIONS = {
     "negative-prompt": ("negative_prompt", str, "what to steer away from (with --cfg > 1)"),
     "height": ("height", int, "image height in pixels, a multiple of 64 (default: the model's)"),
     "width": ("width", int, "image width in pixels, a multiple of 64 (default: the model's)"),
-    "cfg": ("cfg", float, "classifier-free guidance scale (1 switches guidance off)"),
+    "cfg": ("cfg", float, "guidance scale, 1 switches guidance off (video models: the largest per-frame scale, the "
+                          "scripts' cfg; default: the model's)"),
+    "sampler": ("sampler", str, "the sampler (default: the model's, EulerEDMSampler for the scripts' models)"),
     "num-images": ("num_images", int, "images per prompt"),
-    "num-frames": ("num_frames", int, "frames to generate (default: the model's: 14 svd, 25 svd-xt, 21 sv3d)"),
+    "num-frames": ("num_frames", int, "frames to generate (default: the model's: 14 svd, 25 svd-xt, 21 sv3d); "
+                                      "sv4d2: frames used from the start of the video (default: up to 21)"),
     "fps-id": ("fps_id", int, "SVD's frame-rate condition (default 6)"),
     "motion-bucket-id": ("motion_bucket_id", int, "SVD's amount-of-motion condition, 0-255 (default 127)"),
     "cond-aug": ("cond_aug", float, "noise added to the conditioning image (default 0.02 svd, 1e-5 sv3d)"),
     "elevations-deg": ("elevations_deg", float, "camera elevation(s) in degrees; one value or one per view"),
     "azimuths-deg": ("azimuths_deg", float, "camera azimuths in degrees, one per view, in orbit order"),
-    "preprocess": ("preprocess", bool, "cut out, centre and whiten the object first (SV3D)"),
-    "image-frame-ratio": ("image_frame_ratio", float, "with --preprocess: fraction of the frame the object fills"),
+    "preprocess": ("preprocess", bool, "cut out (SV3D) and frame the object first, as the scripts do (default: on "
+                                       "for the official models, off for the tiny course models)"),
+    "image-size": ("image_size", int, "with preprocessing: the frames' side in pixels (default: the trained 576)"),
+    "image-frame-ratio": ("image_frame_ratio", float, "with preprocessing: fraction of the frame the object fills"),
+    "background": ("background", str, "SV3D cut-out: auto (the script's: the file's alpha, else rembg), or "
+                                      "uniform (a plain background, no model)"),
+    "remove-bg": ("remove_bg", bool, "with preprocessing: cut every frame out with rembg first (the script's "
+                                     "remove_bg)"),
+    "rembg-model-path": ("rembg_model_path", Path, "rembg's segmentation model file (no download; or set "
+                                                   "$MINIGEN_REMBG_MODEL)"),
     "decoding-t": ("decoding_t", int, "frames per VAE decoder call: lower saves memory"),
     "encoding-t": ("encoding_t", int, "frames per VAE encoder call: lower saves memory"),
     "min-cfg": ("min_cfg", float, "smallest per-frame guidance scale (default: the model's)"),
-    "max-cfg": ("max_cfg", float, "largest per-frame guidance scale (default: the model's)"),
     "steps": ("num_steps", int, "sampler steps (default: the model's)"),
-    "seed": ("seed", int, "random seed: the same seed gives the same output"),
+    "seed": ("seed", int, "random seed: the same seed gives the same output (default: the script's)"),
 }
 COMMON_OPTIONS = ("steps", "seed")
+CHOICES = {"sampler": SAMPLERS, "background": ("auto", "alpha", "rembg", "uniform")}  # flags with a closed list
 
 
 def add_sample_parser(commands) -> None:
@@ -144,12 +159,12 @@ def add_sample_parser(commands) -> None:
             parser.add_argument("--sv3d-checkpoint", type=Path, help="the SV3D file that makes SV4D's reference views")
         for flag in model.flags + COMMON_OPTIONS:
             keyword, kind, text = OPTIONS[flag]
-            if kind is bool:
-                parser.add_argument(f"--{flag}", dest=keyword, action="store_true", default=None, help=text)
+            if kind is bool:  # --flag / --no-flag; neither keeps the model's default
+                parser.add_argument(f"--{flag}", dest=keyword, action=argparse.BooleanOptionalAction, help=text)
             elif flag in ("elevations-deg", "azimuths-deg"):
                 parser.add_argument(f"--{flag}", dest=keyword, type=kind, nargs="+", help=text)
             else:
-                parser.add_argument(f"--{flag}", dest=keyword, type=kind, help=text)
+                parser.add_argument(f"--{flag}", dest=keyword, type=kind, choices=CHOICES.get(flag), help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,10 +237,8 @@ def pipeline_call(args, model: Model, source) -> dict:
     """The pipeline's keyword arguments: the options given (the others keep the model's defaults) and the input."""
     keywords = [OPTIONS[flag][0] for flag in model.flags + COMMON_OPTIONS]
     call = {key: getattr(args, key) for key in keywords if getattr(args, key) is not None}
-    if model.kind == "image":  # an object photo to preprocess may carry its cut-out as alpha
-        call["image"] = io.read_image(source, keep_alpha=bool(call.get("preprocess")))
-    elif model.kind == "video":
-        call["video"] = io.read_video(source)
+    if model.kind != "text":  # the pipelines read the file: an object's alpha, if any, is its cut-out
+        call[model.kind] = Path(source)
     for key in ("elevations_deg",):  # one elevation may stand for all views
         if key in call and len(call[key]) == 1:
             call[key] = call[key][0]

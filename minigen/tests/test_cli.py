@@ -1,5 +1,7 @@
 """The `minigen` command on tiny presets: every model's options, outputs, no silent overwrite, clear errors."""
 
+import importlib
+import inspect
 import json
 import struct
 import subprocess
@@ -30,6 +32,27 @@ def test_help_explains_every_option(model, capsys):
     text = capsys.readouterr().out
     for flag in MODELS[model].flags + ("steps", "seed"):
         assert f"--{flag}" in text and OPTIONS[flag][2].split(" (")[0][:20] in " ".join(text.split())
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_flag_is_a_keyword_of_the_pipeline(model):
+    """The CLI speaks the pipelines' vocabulary: each flag reaches a keyword of the model's pipeline call."""
+    spec = MODELS[model]
+    pipeline = getattr(importlib.import_module(f"minigen.pipelines.{spec.module}"), spec.pipeline)
+    keywords = set(inspect.signature(pipeline.__call__).parameters)
+    assert {OPTIONS[flag][0] for flag in spec.flags + ("steps", "seed")} <= keywords
+
+
+def test_switches_have_an_off_form_and_closed_lists_are_checked(tmp_path, capsys):
+    args = ["sample", "sv3d-p", "--preset", "tiny_sv3d", "--input", "x.png", "--output", "o.gif"]
+    parser = build_parser()
+    assert parser.parse_args(args).preprocess is None  # the model's default
+    assert parser.parse_args(args + ["--no-preprocess"]).preprocess is False
+    parsed = parser.parse_args(args + ["--cfg", "3.5", "--min-cfg", "1.5", "--sampler", "HeunEDMSampler"])
+    assert (parsed.cfg, parsed.min_cfg, parsed.sampler) == (3.5, 1.5, "HeunEDMSampler")
+    with pytest.raises(SystemExit):
+        parser.parse_args(args + ["--sampler", "Euler"])
+    assert "invalid choice: 'Euler'" in capsys.readouterr().err
 
 
 def test_svd_writes_a_video_and_never_overwrites(tmp_path, capsys):
