@@ -136,6 +136,13 @@ def noise_per_pass(noise: Sequence[WindowNoise] | None, num_passes: int) -> list
     return list(noise)
 
 
+def sv4d_schedule(frames_per_window: int) -> tuple[list[int], list[int]]:
+    """SV4D's passes for T = `frames_per_window`: the anchor times T - 1, 2 (T - 1), ..., (T - 1) T, and the first time
+    of each dense window, 0, T - 1, ..., (T - 1)^2 (T = 5: anchors 4 ... 20, windows at 0, 4, 8, 12, 16)."""
+    step = frames_per_window - 1
+    return ([step * k for k in range(1, frames_per_window + 1)], [step * k for k in range(frames_per_window)])
+
+
 def window_starts(num_frames: int, frames_per_window: int, stride: int) -> list[int]:
     """First time of each SV4D 2.0 window: every `stride` frames, the last one moved back to end on the last frame;
     a window never starts on a time no earlier window generated (its cond_view is the views at its first time).
@@ -480,7 +487,7 @@ class SV4DPipeline(MultiviewVideoPipeline):
             raise ValueError(f"SV4D takes {num_frames} frames and {self.views + 1} reference views, got "
                              f"{len(frames)} and {len(reference_views)}.")
         generator = generator_for(None, "cpu") if generator is None else generator
-        starts = range(0, num_frames - 1, T - 1)  # dense windows: 0, 4, 8, 12, 16
+        anchor_times, starts = sv4d_schedule(T)
         noise = noise_per_pass(noise, 1 + len(starts))
         height, width = frames.shape[-2:]
 
@@ -492,7 +499,7 @@ class SV4DPipeline(MultiviewVideoPipeline):
             return self.window_conditioning(frames[times], images[views_at, 1:], cameras, generator, encoding_t,
                                             augmentation_noise=augmentation_noise)
 
-        anchors = torch.arange(T - 1, num_frames, T - 1)  # 4, 8, 12, 16, 20
+        anchors = torch.tensor(anchor_times)
         start = self.start_noise(height, width, generator, noise[0].start)
         latents = self.sample_window(sampler, conditioning(anchors, 0, noise[0].augmentation), start, callback)
         windows = [self.window_sample(anchors, latents, decoding_t)]

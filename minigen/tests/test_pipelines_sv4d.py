@@ -19,7 +19,14 @@ from minigen.diffusion import LinearPredictionGuider, SpatiotemporalPredictionGu
 from minigen.io import write_image
 from minigen.pipelines.common import frames_to_uint8
 from minigen.pipelines.sv3d import SV3DPipeline
-from minigen.pipelines.sv4d import SV4D2Pipeline, SV4DPipeline, Window, WindowNoise, window_starts
+from minigen.pipelines.sv4d import (
+    SV4D2Pipeline,
+    SV4DPipeline,
+    Window,
+    WindowNoise,
+    sv4d_schedule,
+    window_starts,
+)
 from minigen.preprocess import prepare_object_video
 from minigen.tests.test_pipelines_video import perturbed
 
@@ -277,6 +284,12 @@ def test_bfloat16_weights_run(sv4d2):
 
 
 AS_GIVEN = {"preprocess": False}
+
+
+def test_sv4d_schedule_of_the_official_model_is_the_scripts():
+    """simple_video_sample_4d.py with T = 5: anchors at 4, 8, 12, 16, 20; dense windows from 0, 4, 8, 12, 16."""
+    assert sv4d_schedule(5) == ([4, 8, 12, 16, 20], [0, 4, 8, 12, 16])
+    assert sv4d_schedule(3) == ([2, 4, 6], [0, 2, 4])  # the tiny model's (test_sv4d_follows_the_anchor_then_dense_flow)
 
 
 def test_video_can_be_a_folder_of_frames(sv4d2, tmp_path):
