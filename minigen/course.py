@@ -57,3 +57,40 @@ def full_scale(*files: str, need_cuda: bool = True, quiet: bool = False) -> Full
         print(f"Full-scale section skipped: it needs {'; '.join(missing)}. The tiny version above runs the same code.")
     device = None if missing else ("cuda" if need_cuda else "cpu")
     return FullScale(missing, device, found)
+
+
+# ------------------------------------------------------------------------------------------ keeping notebooks
+
+
+def is_skipped(cell) -> bool:
+    """A code cell nbval skips (`# NBVAL_SKIP` on its first line): an exercise's stub, or an optional long run."""
+    return cell.cell_type == "code" and cell.source.lstrip().startswith("# NBVAL_SKIP")
+
+
+def execute_notebook(path, timeout: int = 600) -> None:
+    """Run a course notebook top to bottom in its own folder and save it with its outputs, as the course keeps them.
+
+    The cells nbval skips are not run (the student's stubs would stop the run) and keep no output. This is how
+    a notebook is refreshed after an edit: `python -m minigen.course notebooks/03_samplers.ipynb`.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    notebook = nbformat.read(path, as_version=4)
+    skipped = {index: cell.source for index, cell in enumerate(notebook.cells) if is_skipped(cell)}
+    for index in skipped:
+        notebook.cells[index].source = ""  # an empty cell runs as nothing
+    NotebookClient(notebook, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute()
+    for index, source in skipped.items():
+        cell = notebook.cells[index]
+        cell.source, cell.outputs, cell.execution_count = source, [], None
+    nbformat.write(notebook, path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    for notebook_path in sys.argv[1:] or sys.exit("usage: python -m minigen.course NOTEBOOK.ipynb ..."):
+        execute_notebook(notebook_path)
+        print("executed", notebook_path)

@@ -43,3 +43,20 @@ def test_quiet_prints_nothing(folder, monkeypatch, capsys):
     monkeypatch.delenv(SWITCH, raising=False)
     assert not full_scale("x.safetensors", quiet=True)
     assert capsys.readouterr().out == ""
+
+
+def test_execute_notebook_saves_outputs_and_leaves_the_students_stubs_alone(tmp_path):
+    import nbformat
+
+    from minigen.course import execute_notebook
+
+    path = tmp_path / "lesson.ipynb"
+    stub = '# NBVAL_SKIP\nraise NotImplementedError("your code here")'
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)"),
+                                               nbformat.v4.new_code_cell(stub),
+                                               nbformat.v4.new_code_cell("print('after')")])
+    nbformat.write(notebook, path)
+    execute_notebook(path)
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].outputs[0]["text"] == "42\n" and cells[2].outputs[0]["text"] == "after\n"
+    assert cells[1].source == stub and cells[1].outputs == [] and cells[1].execution_count is None
