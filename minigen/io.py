@@ -164,6 +164,14 @@ def write_video(frames, path, fps: float = 7, overwrite: bool = False) -> Path:
     return path
 
 
+def gif_bytes(frames, fps: float = 7, scale: int = 1) -> bytes:
+    """[T, H, W, C] uint8 frames as an animated GIF in memory, each pixel repeated `scale` times: what a notebook
+    shows with `ipywidgets.Image(value=gif_bytes(frames), format="gif")`, tiny frames enlarged without blur."""
+    frames = _as_uint8_frames(frames, 4, "Video frames")
+    frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    return iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0)
+
+
 def views_grid(videos) -> np.ndarray:
     """Multi-view videos [V, T, H, W, C] as one video with the views side by side: [T, H, V*W, C]."""
     videos = _as_uint8_frames(videos, 5, "Multi-view videos")

@@ -151,3 +151,13 @@ def test_unreadable_videos_and_frames_give_one_clear_error(tmp_path):
         io.read_video(str(folder / "[cw]*.png"))  # a folder of frames with a truncated one
     with pytest.raises(FileNotFoundError, match="No image file"):
         io.read_image(folder / "missing.png")
+
+
+def test_gif_bytes_is_an_animated_gif_of_the_frames_enlarged():
+    import io as bytes_io
+
+    frames = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    data = io.gif_bytes(frames, fps=5, scale=2)
+    assert data[:6] == b"GIF89a"
+    with Image.open(bytes_io.BytesIO(data)) as gif:
+        assert gif.n_frames == 3 and gif.size == (10, 8)
