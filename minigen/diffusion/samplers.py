@@ -172,7 +172,8 @@ class EulerEDMSampler(EDMSampler):
 
 
 class HeunEDMSampler(EDMSampler):
-    """Second-order Heun steps: average the slope at both ends of the step (Karras et al. 2022, Alg. 2).
+    """Second-order Heun steps: average the slope at both ends of the step (Karras et al. 2022, Algorithm 1;
+    with churn, Algorithm 2).
 
     Costs two network evaluations per step, except the last step to sigma = 0.
     """
