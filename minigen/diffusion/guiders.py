@@ -54,7 +54,8 @@ def triangle_wave(values: torch.Tensor, period: float = 1.0) -> torch.Tensor:
 class LinearPredictionGuider:
     """Per-frame guidance for video: the scale ramps from min_scale (first frame) to max_scale (last).
 
-    SVD uses it because the first frame is the (known) input image and needs little guidance.
+    SVD uses it because the first frame is generated strongly conditioned on the input image (its concat latents)
+    and needs little guidance, while later frames drift further from it.
     Subclasses only change `self.frame_scales`.
     """
 
