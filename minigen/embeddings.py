@@ -1,6 +1,6 @@
 """Sinusoidal embeddings of scalars (noise levels, fps, camera angles...).
 
-Taught in notebook 02; corresponds to `timestep_embedding` in the reference's
+Taught in notebook 04; corresponds to `timestep_embedding` in the reference's
 `sgm/modules/diffusionmodules/util.py`.
 """
 

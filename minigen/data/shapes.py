@@ -3,7 +3,7 @@
 Every image is one filled shape (circle, square, triangle or cross) of random position, size and colour
 on a black background, RGB in [-1, 1], drawn for a whole batch at once from signed distance functions
 (no per-image loop, no image library). Same generator seed, same images. Notebook 04 trains a tiny
-class-conditional UNet on it (`minigen.train_tiny`); the reference has no such dataset (it trains on
+class-conditional UNet on it (the recipe `minigen.recipes.tiny_image`); the reference has no such dataset (it trains on
 web-scale images), so this is the course's stand-in.
 """
 

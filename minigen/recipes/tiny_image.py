@@ -1,6 +1,6 @@
 """Recipe tiny_image: a tiny class-conditional UNet that learns the coloured shapes, as a DiffusionEngine.
 
-Notebook 04's model (minigen.train_tiny), built the official way: the label reaches the UNet through a
+Notebook 04's model, built the official way: the label reaches the UNet through a
 GeneralConditioner (a one-hot `vector`, the UNet's `y` with num_classes="sequential"), so condition dropout,
 `force_uc_zero_embeddings` and classifier-free guidance work exactly as they do for SDXL or SVD. The model
 denoises pixels (no first stage) with EDM's preconditioning and loss. `python -m minigen.train tiny_image`.

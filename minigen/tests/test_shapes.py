@@ -1,11 +1,9 @@
-"""The shapes dataset (shapes, range, determinism, distinct classes) and the tiny class-conditional trainer."""
+"""The shapes dataset: shapes, range, determinism, distinct classes, bad inputs."""
 
 import pytest
 import torch
 
 from minigen.data.shapes import SHAPES, ShapesDataset, render_shapes, sample_shapes
-from minigen.diffusion import EDMDiscretization, EulerEDMSampler, VanillaCFG
-from minigen.train_tiny import drop_labels, tiny_class_unet, train_class_conditional
 
 
 def test_shapes_labels_and_range():
@@ -55,24 +53,3 @@ def test_chosen_labels_and_bad_inputs():
         render_shapes(torch.tensor([len(SHAPES)]), torch.zeros(1, 2), torch.ones(1), torch.ones(1, 3))
     with pytest.raises(ValueError, match="size_range"):
         sample_shapes(4, size_range=(0.5, 1.5))
-
-
-def test_drop_labels_rate():
-    labels = torch.zeros(10_000, dtype=torch.long)
-    dropped = drop_labels(labels, null_label=4, rate=0.2, generator=torch.Generator().manual_seed(0))
-    assert set(dropped.unique().tolist()) == {0, 4}
-    assert (dropped == 4).float().mean().item() == pytest.approx(0.2, abs=0.02)
-
-
-def test_train_class_conditional_lowers_the_loss_and_samples_with_cfg():
-    torch.manual_seed(0)
-    unet = tiny_class_unet(len(SHAPES))
-    model = train_class_conditional(unet, lambda n, generator: sample_shapes(n, generator, image_size=8),
-                                    len(SHAPES), steps=30, batch_size=8, learning_rate=2e-3)
-    assert len(model.losses) == 30 and model.null_label == len(SHAPES)
-    assert sum(model.losses[-10:]) < sum(model.losses[:10])
-    labels = torch.arange(len(SHAPES))
-    sampler = EulerEDMSampler(EDMDiscretization(), num_steps=3, guider=VanillaCFG(2.0), progress=False)
-    noise = torch.randn(len(SHAPES), 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    samples = sampler(model.denoiser, noise, {"vector": labels}, {"vector": torch.full_like(labels, 4)})
-    assert samples.shape == noise.shape and torch.isfinite(samples).all()
