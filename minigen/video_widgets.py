@@ -81,14 +81,16 @@ def setting_key(values: dict) -> tuple:
 
 
 class ClipExplorer(widgets.VBox):
-    """Controls -> `generate(**values)` -> a clip, shown as a GIF with the numbers `measure(clip)` returns.
+    """Controls -> `generate(**values)` -> a clip, shown as a GIF with the numbers `measure(clip, values)` returns.
 
     `controls` maps keyword arguments of `generate` to ipywidgets value widgets (sliders with
     `continuous_update=False`, dropdowns). Each new setting calls `generate` once; the clip is kept in `cache`
     (setting -> clip) and shown again instantly when the controls come back to it. `clip_for(**values)` makes or
     reuses the clip of any setting (unset controls keep their value), so a notebook can sweep a knob, measure the
-    sweep, and leave the cache full for the sliders. Warnings raised by `generate` are shown under the clip and
-    errors instead of it. `explorer.values`, `explorer.clip` and `explorer.measured` are what it shows.
+    sweep, and leave the cache full for the sliders. `measure` receives the clip and the setting that made it (to
+    compare with that setting's input or ground truth) and returns {name: number}. Warnings raised by `generate` are
+    shown under the clip and errors instead of it. `explorer.values`, `explorer.clip` and `explorer.measured` are
+    what it shows.
     """
 
     def __init__(self, generate, controls: dict, measure=None, fps: float = 7, scale: int = 3,
@@ -139,7 +141,7 @@ class ClipExplorer(widgets.VBox):
             self.message.value = f"<pre style='color:#b00'>{html.escape(f'{type(error).__name__}: {error}')}</pre>"
             return
         self.clip = clip
-        self.measured = dict(self.measure(clip)) if self.measure is not None else {}
+        self.measured = dict(self.measure(clip, self.values)) if self.measure is not None else {}
         self.player.show(clip, "")
         rows = "".join(f"<tr><td>{html.escape(name)}</td><td style='text-align:right'>{format_number(value)}</td></tr>"
                        for name, value in self.measured.items())
@@ -154,5 +156,5 @@ def format_number(value) -> str:
 
 
 def clip_explorer(generate, controls: dict, measure=None, **kwargs) -> ClipExplorer:
-    """Build a ClipExplorer: `generate(**values)` -> uint8 frames, `measure(frames)` -> {name: number}."""
+    """Build a ClipExplorer: `generate(**values)` -> uint8 frames, `measure(frames, values)` -> {name: number}."""
     return ClipExplorer(generate, controls, measure, **kwargs)

@@ -54,7 +54,8 @@ def make_explorer(**kwargs):
 
     controls = {"brightness": widgets.FloatSlider(10.0, min=0, max=250, continuous_update=False),
                 "frames": widgets.Dropdown(options=[2, 3], value=2)}
-    explorer = clip_explorer(generate, controls, measure=lambda c: {"mean": float(c.mean()), "frames": len(c)},
+    explorer = clip_explorer(generate, controls, measure=lambda c, setting: {"mean": float(c.mean()), "frames": len(c),
+                                                                  "asked": setting["brightness"]},
                              **kwargs)
     return explorer, calls
 
@@ -62,11 +63,11 @@ def make_explorer(**kwargs):
 def test_clip_explorer_generates_each_setting_once_and_shows_its_measures():
     explorer, calls = make_explorer()
     assert calls == [(10.0, 2)] and explorer.values == {"brightness": 10.0, "frames": 2}
-    assert explorer.measured == {"mean": 10.0, "frames": 2} and "10" in explorer.numbers.value
+    assert explorer.measured == {"mean": 10.0, "frames": 2, "asked": 10.0} and "10" in explorer.numbers.value
     first_gif = bytes(explorer.player.image.value)
 
     explorer.controls["brightness"].value = 100.0
-    assert calls[-1] == (100.0, 2) and explorer.measured["mean"] == 100.0
+    assert calls[-1] == (100.0, 2) and explorer.measured["mean"] == explorer.measured["asked"] == 100.0
     assert bytes(explorer.player.image.value) != first_gif
 
     explorer.controls["brightness"].value = 10.0  # back to a setting it has seen: no new call
