@@ -6,7 +6,9 @@ novel cameras at 64x64. A training example is one SV4D 2.0 pass: 3 consecutive t
 on the 4 cameras relative to the input's, and on the novel views at the window's first time (`cond_view`).
 A window starting at time 0 has no views yet, exactly as the pipeline's first window: its `cond_view` is
 zeroed and `image_only_indicator` is 0. The conditioner is SV4D 2.0's layout unchanged; the VAE is the frozen
-worlds VAE; the UNet is tiny_sv4d2's SpatialUNetModelWithTime (view, time and motion attention, 3D attention).
+worlds VAE; the UNet is tiny_sv4d2's SpatialUNetModelWithTime (view, time and motion attention, 3D attention),
+started as SV4D was (from SV3D and SVD): its per-image layers and view attention from the trained tiny_sv3d, its motion
+attention from the trained tiny_svd (`prepare`). `python -m minigen.train tiny_sv4d2` (after tiny_svd and tiny_sv3d).
 """
 
 from dataclasses import replace
@@ -73,6 +75,22 @@ def condition(engine, batch: dict, generator) -> dict:
     return c
 
 
+def prepare(engine) -> list[str]:
+    """The frozen worlds VAE, and the network started as SV4D was: the per-image layers and the view attention from
+    the trained tiny_sv3d (its attention across the orbit's frames becomes attention across views), the motion
+    attention from the trained tiny_svd (attention across a video's frames); returns the names that start anew (the
+    vector embedding, the motion layers' cross-attention to a wider context, the 3D time embedding's first layer)."""
+    worlds.load_worlds_vae(engine)
+    not_from_svd = worlds.start_from_course_model(engine, "tiny_svd", renames=SVD_TO_SV4D2)
+    not_from_sv3d = worlds.start_from_course_model(engine, "tiny_sv3d", renames=SV3D_TO_SV4D2)  # after: it wins
+    return sorted(set(not_from_svd) & set(not_from_sv3d))
+
+
+SV3D_TO_SV4D2 = {".time_stack.": ".time_mix_blocks.", ".time_pos_embed.": ".time_mix_time_embed."}
+SVD_TO_SV4D2 = {".time_stack.": ".motion_blocks.", ".time_pos_embed.": ".time_mix_motion_embed.",
+                ".time_mixer.": ".time_mixer_motion."}
+
+
 def sample(engine, generator):
     from .quality import multiview_grid
 
@@ -84,11 +102,13 @@ def recipe() -> Recipe:
         name="tiny_sv4d2",
         preset="tiny_sv4d2",
         description="SV4D 2.0-style passes: 3 times x 4 novel views of moving procedural objects at 64x64; "
-                    "tiny_sv4d2 SpatialUNetModelWithTime (2.9 M) on the frozen worlds VAE; 2100 steps x 4: about 70 "
-                    "min on a 2-core CPU shared with other runs (plus 6 min to cache 1000 videos' latents)",
+                    "tiny_sv4d2 SpatialUNetModelWithTime (2.9 M) started from tiny_sv3d and tiny_svd, on the frozen "
+                    "worlds VAE; 2100 steps x 4: 69 min on a 2-core CPU shared with other work (plus 6 min to cache "
+                    "1000 videos' latents)",
         config=replace(worlds.TRAIN_CONFIG, steps=2100, batch_size=4),
         dataset=training_set,
         make_batch=make_batch,
         condition=condition,
         sample=sample,
+        prepare=prepare,
     )

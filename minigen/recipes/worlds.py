@@ -99,16 +99,24 @@ def load_trained(engine, path: Path) -> None:
     load_worlds_vae(engine)
 
 
-def start_from_course_model(engine, preset: str) -> list[str]:
+def start_from_course_model(engine, preset: str, renames: dict[str, str] | None = None) -> list[str]:
     """Initialise a world engine's network from another trained course model (as SV3D was fine-tuned from SVD):
-    every tensor whose name and shape agree is copied; returns the names left as they were (e.g. the vector
-    embedding, whose width differs). Only the network: the VAE parts are the same file anyway."""
-    source = {key: value.float() for key, value in load_file(trained_weights_path(preset)).items()
+    every tensor whose name (after `renames`, old part -> new part) and shape agree is copied; returns the names
+    left as they were (e.g. the vector embedding, whose width differs). Only the network: the VAE parts are the
+    same file anyway."""
+    trained = load_file(trained_weights_path(preset))
+    source = {rename(key, renames or {}): value.float() for key, value in trained.items()
               if key.startswith("model.diffusion_model.")}
     target = engine.state_dict()
     fits = {key: value for key, value in source.items() if key in target and target[key].shape == value.shape}
     engine.load_state_dict(fits, strict=False)
     return sorted(key for key in target if key.startswith("model.diffusion_model.") and key not in fits)
+
+
+def rename(key: str, renames: dict[str, str]) -> str:
+    for old, new in renames.items():
+        key = key.replace(old, new)
+    return key
 
 
 def export_trained(recipe_name: str, ema_path: Path, out: Path, metadata: dict[str, str]) -> Path:
