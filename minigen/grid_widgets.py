@@ -1,12 +1,10 @@
 """Views x time grids: SV4D's and SV4D 2.0's schedules drawn pass by pass, what each of the multi-view UNet's
-mixers lets a token see, blends switched off, windows sampled from views of your choosing, and a player for the
-grid beside its truth.
+mixers lets a token see, blends switched off, and a player for the grid beside its truth.
 
 Taught in notebook 09 (SV4D and SV4D 2.0). The schedules come from the pipelines' own functions
-(`minigen.pipelines.sv4d.sv4d_schedule`, `window_starts`), the mixers are `minigen.nn.multiview`'s, and
-`generate_with_views` is `SV4D2Pipeline.generate` with one addition: the views a window starts from can be given
-(the truth, say) instead of taken from the windows before it. The reference has no such tools; its flows are
-scripts/sampling/simple_video_sample_4d.py and simple_video_sample_4d2.py.
+(`minigen.pipelines.sv4d.sv4d_schedule`, `window_starts`) and the mixers are `minigen.nn.multiview`'s; windows
+sampled from views of your choosing are `SV4D2Pipeline.generate(given_views=...)`. The reference has no such tools;
+its flows are scripts/sampling/simple_video_sample_4d.py and simple_video_sample_4d2.py.
 """
 
 import contextlib
@@ -29,7 +27,6 @@ from .data import scenes
 from .nn.multiview import MultiviewTransformer, ResBlockWithTime
 from .nn.video import AlphaBlender
 from .pipelines.sv4d import (
-    MultiviewSample,
     SV4D2Pipeline,
     SV4DPipeline,
     WindowSample,
@@ -360,30 +357,6 @@ def blend_weights(network: torch.nn.Module, which: str) -> list[float]:
 
 
 @torch.inference_mode()
-def generate_with_views(pipeline: SV4D2Pipeline, frames: torch.Tensor, cameras: dict, sampler, *,
-                        generator: torch.Generator, given_views: dict | None = None) -> MultiviewSample:
-    """`SV4D2Pipeline.generate` with one addition: `given_views[t0]` (`V 3 H W` in [-1, 1]) replaces the views
-    the window starting at time t0 would read from the windows before it, e.g. the renderer's truth, to tell the
-    error a window inherits from the error it makes. Without it, the result is `generate`'s, draw for draw."""
-    given_views = dict(given_views or {})
-    T = pipeline.frames_per_window
-    starts = window_starts(len(frames), T, T - pipeline.defaults.window_overlap)
-    unknown = sorted(set(given_views) - set(starts[1:]))
-    if unknown:
-        raise ValueError(f"given_views at times {unknown}: windows read views at {starts[1:]} (the first reads none).")
-    images = torch.zeros(len(frames), pipeline.views + 1, *frames.shape[1:])  # t v 3 H W
-    images[:, 0] = frames
-    windows = []
-    for t0 in starts:
-        times = t0 + torch.arange(T)
-        views = given_views.get(t0, images[t0, 1:])
-        window = pipeline.window_conditioning(frames[times], views, cameras, generator, None, with_views=t0 > 0)
-        latents = pipeline.sample_window(sampler, window, pipeline.start_noise(*frames.shape[-2:], generator), None)
-        windows.append(pipeline.window_sample(times, latents, None))
-        images[times, 1:] = windows[-1].images
-    return MultiviewSample(images, windows)
-
-
 def window_images(windows: Sequence[WindowSample], num_frames: int) -> torch.Tensor:
     """The novel views `t v 3 H W` the first windows give `num_frames` times, each time from the last window that
     generated it (what `generate` returns for a video of `num_frames` frames, when these are its windows)."""

@@ -586,23 +586,31 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
     @torch.inference_mode()
     def generate(self, frames: torch.Tensor, cameras: dict, sampler, *, encoding_t: int | None = None,
                  decoding_t: int | None = None, generator: torch.Generator | None = None,
-                 noise: Sequence[WindowNoise] | None = None, callback=None, progress: bool = False) -> MultiviewSample:
+                 noise: Sequence[WindowNoise] | None = None, given_views: dict | None = None, callback=None,
+                 progress: bool = False) -> MultiviewSample:
         """The flow on tensors: the input video `frames` (`t 3 H W` in [-1, 1], at least T of them) and the
         conditioner's camera inputs (minigen.camera.sv4d2_camera_inputs, the novel views relative to the input's).
-        `noise`: one WindowNoise per window to replay instead of drawing from `generator`."""
+        `noise`: one WindowNoise per window to replay instead of drawing from `generator`. `given_views[t0]`
+        (`V 3 H W`): the views the window starting at t0 reads instead of those the windows before it made, e.g.
+        the renderer's truth, to tell the error a window inherits from the error it makes (notebook 09)."""
         T = self.frames_per_window
         if len(frames) < T:
             raise ValueError(f"One pass covers {T} times, so at least {T} frames are needed, got {len(frames)}.")
         generator = generator_for(None, "cpu") if generator is None else generator
         starts = window_starts(len(frames), T, T - self.defaults.window_overlap)
         noise = noise_per_pass(noise, len(starts))
+        given_views = dict(given_views or {})
+        if unknown := sorted(set(given_views) - set(starts[1:])):
+            raise ValueError(f"given_views at times {unknown}: the windows read views at {starts[1:]} (the first "
+                             "reads none).")
 
         images = torch.zeros(len(frames), self.views + 1, *frames.shape[1:])  # t v 3 H W; no views at first
         images[:, 0] = frames
         windows = []
         for t0, drawn in zip(tqdm(starts, desc="SV4D 2.0 windows", disable=not progress), noise, strict=True):
             times = t0 + torch.arange(T)
-            window = self.window_conditioning(frames[times], images[t0, 1:], cameras, generator, encoding_t,
+            views = given_views.get(t0, images[t0, 1:])
+            window = self.window_conditioning(frames[times], views, cameras, generator, encoding_t,
                                               with_views=t0 > 0, augmentation_noise=drawn.augmentation)
             start = self.start_noise(*frames.shape[-2:], generator, drawn.start)
             windows.append(self.window_sample(times, self.sample_window(sampler, window, start, callback), decoding_t))

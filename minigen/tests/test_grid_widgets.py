@@ -194,29 +194,13 @@ def test_without_motion_attention_the_views_given_are_not_read(pipe, held_out):
 # ------------------------------------------------------------------------------------------ sampling
 
 
-def test_generate_with_views_is_generate(pipe, held_out):
+def test_window_images_rebuild_the_matrix_generate_returns(pipe, held_out):
     example = held_out[0]
     sampler = pipe.make_sampler(STEPS, progress=False)
-    frames, cameras = example["frames"][:, 0], camera_inputs(example)
-    expected = pipe.generate(frames, cameras, sampler, generator=torch.Generator().manual_seed(4))
-    result = gw.generate_with_views(pipe, frames, cameras, sampler, generator=torch.Generator().manual_seed(4))
-    assert torch.equal(result.images, expected.images)
+    result = pipe.generate(example["frames"][:, 0], camera_inputs(example), sampler,
+                           generator=torch.Generator().manual_seed(4))
     assert [w.times.tolist() for w in result.windows] == [[0, 1, 2], [2, 3, 4]]
     torch.testing.assert_close(gw.window_images(result.windows, 5), result.images[:, 1:], rtol=0, atol=0)
-
-
-def test_given_views_change_only_the_window_that_reads_them(pipe, held_out):
-    example = held_out[0]
-    sampler = pipe.make_sampler(STEPS, progress=False)
-    frames, cameras = example["frames"][:, 0], camera_inputs(example)
-    chained = gw.generate_with_views(pipe, frames, cameras, sampler, generator=torch.Generator().manual_seed(4))
-    forced = gw.generate_with_views(pipe, frames, cameras, sampler, generator=torch.Generator().manual_seed(4),
-                                    given_views={2: example["frames"][2, 1:]})
-    assert torch.equal(forced.windows[0].images, chained.windows[0].images)
-    assert not torch.equal(forced.windows[1].images, chained.windows[1].images)
-    with pytest.raises(ValueError, match="windows read views at"):
-        gw.generate_with_views(pipe, frames, cameras, sampler, generator=torch.Generator(),
-                               given_views={0: example["frames"][0, 1:]})
 
 
 def test_a_longer_video_starts_with_the_short_videos_windows(pipe, held_out):

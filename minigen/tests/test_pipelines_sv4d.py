@@ -248,6 +248,23 @@ def test_generate_replays_given_noise_instead_of_drawing(sv4d2):
         sv4d2.generate(frames, cameras, sampler, noise=noise[:1])
 
 
+def test_given_views_change_only_the_window_that_reads_them(sv4d2):
+    """generate(given_views={t0: views}) hands the window at t0 other views than the windows before it made."""
+    frames = torch.from_numpy(video(4)).permute(0, 3, 1, 2).float() / 127.5 - 1  # windows at 0 and 1
+    cameras = sv4d2_camera_inputs(sv4d2.cameras(None, None, 5), num_times=3)
+    sampler = sv4d2.make_sampler(1, progress=False)
+
+    def run(**given):
+        return sv4d2.generate(frames, cameras, sampler, generator=torch.Generator().manual_seed(4), **given)
+
+    chained, truth = run(), torch.zeros(4, 3, 32, 32)
+    forced = run(given_views={1: truth})
+    assert torch.equal(forced.windows[0].images, chained.windows[0].images)
+    assert not torch.equal(forced.windows[1].images, chained.windows[1].images)
+    with pytest.raises(ValueError, match="the windows read views at \\[1\\]"):
+        run(given_views={0: truth})
+
+
 def test_num_frames_takes_the_start_of_the_video(sv4d2, monkeypatch):
     conditionings = spy(monkeypatch, sv4d2, "window_conditioning")
     out = sv4d2(video(6), num_frames=4, num_steps=1, progress=False)
