@@ -210,8 +210,7 @@ def test_a_longer_video_starts_with_the_short_videos_windows(pipe, held_out):
     sampler = pipe.make_sampler(STEPS, progress=False)
     cameras = camera_inputs(held_out[1])
     short = pipe.generate(held_out[1]["frames"][:, 0], cameras, sampler, generator=torch.Generator().manual_seed(2))
-    longer = gw.generate_with_views(pipe, long["frames"][:, 0], cameras, sampler,
-                                    generator=torch.Generator().manual_seed(2))
+    longer = pipe.generate(long["frames"][:, 0], cameras, sampler, generator=torch.Generator().manual_seed(2))
     assert [w.times[0].item() for w in longer.windows] == [0, 2, 4, 6]
     assert torch.equal(gw.window_images(longer.windows[:2], 5), short.images[:, 1:])
     with pytest.raises(ValueError, match="do not cover times"):

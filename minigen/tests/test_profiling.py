@@ -72,6 +72,8 @@ def test_levers_measured_in_fresh_processes():
         {"work": "decode", "frames": 8, "decoding_t": 1}, {"work": "decode", "frames": 8, "decoding_t": 8},
     ])
     plain, checkpointed, one, all_frames = (row["peak_mib"] for row in rows)
-    assert checkpointed < 0.8 * plain  # about 98 MiB against 60
-    assert one < 0.7 * all_frames  # about 28 MiB against 61
+    # the peaks include what the process holds besides (its size varies from machine to machine), so the test asks
+    # for the saving in MiB: checkpointing keeps fewer activations, one frame per decoder call fewer feature maps
+    assert plain - checkpointed > 10  # 98 against 60 MiB on a quiet machine, 147 against 122 in a CI run
+    assert all_frames - one > 10  # about 61 against 28 MiB
     assert all(row["exact"] for row in rows)
