@@ -10,7 +10,6 @@ branch on a tensor, with the guider exposed.
 from dataclasses import dataclass
 
 import ipywidgets as widgets
-import numpy as np
 import torch
 from IPython.display import Image
 from matplotlib.figure import Figure
@@ -19,6 +18,7 @@ from . import io
 from .camera import Trajectory, relative_azimuths_deg
 from .camera_widgets import CameraExplorer
 from .data import scenes
+from .recipes.quality import as_uint8, psnr, to_unit  # as_uint8: orbits `v 3 H W` -> uint8 views
 from .video_widgets import tile_clips
 from .widgets import figure_png
 
@@ -53,11 +53,10 @@ def sample_orbit(pipeline, image: torch.Tensor, trajectory: Trajectory, *, seed:
 
 
 def view_psnr(images: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of each view `v 3 H W` against the truth, both in [-1, 1] (as `minigen.recipes.quality.psnr`)."""
+    """PSNR in dB of each view `v 3 H W` against the truth, both in [-1, 1] (`minigen.recipes.quality.psnr`)."""
     if images.shape != truth.shape:
         raise ValueError(f"images {tuple(images.shape)} and truth {tuple(truth.shape)} must have the same shape.")
-    mse = (((images.float() - truth.float()) / 2) ** 2).flatten(1).mean(1)  # in [0, 1] units
-    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+    return psnr(to_unit(images), to_unit(truth))
 
 
 # ------------------------------------------------------------------------------------------------- pictures
@@ -102,11 +101,6 @@ def views_image(rows: dict, column_titles=None, notes: dict | None = None, **kwa
     """`views_figure` as a PNG of PNG_COLOURS colours for a notebook to show: about a fifth of the bytes, which
     matters when notebooks keep their outputs."""
     return Image(figure_png(views_figure(rows, column_titles, notes, **kwargs), PNG_COLOURS))
-
-
-def as_uint8(orbit: torch.Tensor) -> np.ndarray:
-    """An orbit `v 3 H W` in [-1, 1] as uint8 `[v, H, W, 3]`, what the pipelines return."""
-    return io.to_uint8(orbit.float().clamp(-1, 1).permute(0, 2, 3, 1))
 
 
 def orbit_gif(*orbits: torch.Tensor, fps: float = 3, scale: int = 2) -> bytes:

@@ -201,10 +201,10 @@ class MultiviewVideoPipeline(Pipeline):
                           stacklevel=3)
         video = video[:keep]
         if preprocess:
-            video = prepare_object_video(
-                video, image_size=framing["image_size"] or self.defaults.image_size,
-                image_frame_ratio=framing["image_frame_ratio"] or self.defaults.image_frame_ratio,
-                remove_bg=framing["remove_bg"], rembg_model_path=framing["rembg_model_path"])
+            defaults = {"image_size": self.defaults.image_size, "image_frame_ratio": self.defaults.image_frame_ratio}
+            chosen = {key: default if framing[key] is None else framing[key] for key, default in defaults.items()}
+            video = prepare_object_video(video, **chosen, remove_bg=framing["remove_bg"],
+                                         rembg_model_path=framing["rembg_model_path"])
         return self.video_frames(video)
 
     def video_frames(self, video: np.ndarray) -> torch.Tensor:
