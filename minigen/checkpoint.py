@@ -120,13 +120,35 @@ def _open_tensors(path: Path, allow_pickle: bool):
         return {key: tuple(value.shape) for key, value in state.items()}, state.__getitem__
     read_header(path)  # a truncated file is named as such before safetensors reads it
     try:
-        handle = safe_open(str(path), framework="pt", device="cpu")  # memory-mapped
-        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+        mapped = MappedFile(path)
+        shapes = {key: tuple(mapped.handle.get_slice(key).get_shape()) for key in mapped.handle.keys()}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(
             f"{path} is not a readable safetensors file (truncated or corrupt? re-download it): {error}"
         ) from error
-    return shapes, handle.get_tensor
+    return shapes, mapped.get_tensor
+
+
+class MappedFile:
+    """A safetensors file's tensors, memory-mapped, with the mapping renewed every `window` bytes read.
+
+    A tensor taken in the file's dtype is a view of the mapping (no copy; its pages are read when first used).
+    A load that converts (float16 -> bfloat16, say) copies each tensor and would otherwise keep every page it
+    read mapped until the end: resident twice, once as file pages and once as the copies. Opening the file
+    anew every `window` bytes lets the pages already copied go (views still hold their own mapping).
+    """
+
+    def __init__(self, path: Path, window: int = 64 * 2**20):
+        self.path, self.window = path, window
+        self.handle = safe_open(str(path), framework="pt", device="cpu")
+        self.bytes_read = 0
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        if self.bytes_read >= self.window:
+            self.handle, self.bytes_read = safe_open(str(self.path), framework="pt", device="cpu"), 0
+        tensor = self.handle.get_tensor(key)
+        self.bytes_read += tensor.nbytes
+        return tensor
 
 
 def _prepare_tensor(tensor: torch.Tensor, like: torch.Tensor, dtype, device) -> torch.Tensor:

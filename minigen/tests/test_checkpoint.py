@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from minigen.checkpoint import CheckpointError, inspect_checkpoint, load_checkpoint
+from minigen.checkpoint import CheckpointError, MappedFile, inspect_checkpoint, load_checkpoint
 
 
 class Tiny(nn.Module):
@@ -50,6 +50,20 @@ def test_loads_into_a_materialised_model_and_casts(tmp_path):
     load_checkpoint(model, path, dtype=torch.float16)
     assert model.head.weight.dtype == torch.float16
     torch.testing.assert_close(model.head.weight.float(), state["head.weight"], atol=1e-3, rtol=1e-3)
+
+
+def test_a_converting_load_maps_the_file_anew_every_window(tmp_path):
+    """Converted copies let the file pages they were read from go: the mapping is renewed every `window` bytes,
+    and a tensor read before a renewal (a view of the old mapping) keeps its values."""
+    path, state = saved_weights(tmp_path)
+    mapped = MappedFile(path, window=1)  # renewed before every tensor after the first
+    handles, tensors = [], {}
+    for key in state:
+        tensors[key] = mapped.get_tensor(key)
+        handles.append(mapped.handle)
+    assert len({id(handle) for handle in handles}) == len(state)
+    for key, value in tensors.items():
+        torch.testing.assert_close(value, state[key])
 
 
 def test_strict_mismatch_gives_one_readable_report(tmp_path):
