@@ -90,7 +90,7 @@ def train_video_decoder(vae, steps: int, generator: torch.Generator, noise: floa
         with torch.no_grad():
             z = vae.post_quant_conv(vae.posterior(clips).mode())
             z = z + noise * torch.randn(z.shape, generator=generator).to(device)
-        loss = F.l1_loss(video_decoder(z, timesteps=4), clips)
+        loss = F.l1_loss(video_decoder(z, num_video_frames=4), clips)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -14,16 +14,19 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .attention import AttentionLayer
 from .codec import SCALE_FACTORS, check_frames, frame_chunks, placed_on
 from .resnet import ResBlock
-from .video import AlphaBlender
+from .video import add_mix_factor, blend_weight
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
+    """The autoencoder's normalisation: 32 groups, eps 1e-6 (the UNet's GroupNorm32 uses PyTorch's 1e-5)."""
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6)
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A 3x3 convolution that keeps the size (padding 1)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
 
 
@@ -37,17 +40,16 @@ class ResnetBlock(nn.Module):
         self.norm2 = group_norm(out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv3x3(out_channels, out_channels)
-        if in_channels != out_channels:
-            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        shortcut = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
+        shortcut = x if self.nin_shortcut is None else self.nin_shortcut(x)
         return shortcut + h
 
 
-class AttnBlock(nn.Module):
+class AttnBlock(AttentionLayer):
     """Single-head self-attention between all pixels of one frame, added to the input."""
 
     def __init__(self, channels: int):
@@ -59,7 +61,7 @@ class AttnBlock(nn.Module):
         height = x.shape[2]
         h = self.norm(x)
         q, k, v = (rearrange(conv(h), "b c h w -> b 1 (h w) c") for conv in (self.q, self.k, self.v))
-        h = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(c)) v
+        h = self.attend(q, k, v)  # softmax(q k^T / sqrt(c)) v
         return x + self.proj_out(rearrange(h, "b 1 (h w) c -> b c h w", h=height))
 
 
@@ -77,13 +79,12 @@ class Downsample(nn.Module):
 
     def __init__(self, channels: int, with_conv: bool):
         super().__init__()
-        if with_conv:
-            self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2)
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2) if with_conv else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "conv"):
-            return self.conv(F.pad(x, (0, 1, 0, 1)))
-        return F.avg_pool2d(x, kernel_size=2)
+        if self.conv is None:
+            return F.avg_pool2d(x, kernel_size=2)
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
 class Upsample(nn.Module):
@@ -91,12 +92,11 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int, with_conv: bool):
         super().__init__()
-        if with_conv:
-            self.conv = conv3x3(channels, channels)
+        self.conv = conv3x3(channels, channels) if with_conv else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return self.conv(x) if hasattr(self, "conv") else x
+        return x if self.conv is None else self.conv(x)
 
 
 class Middle(nn.Module):
@@ -110,8 +110,8 @@ class Middle(nn.Module):
         return self.block_2(self.attn_1(self.block_1(h, **frames)), **frames)
 
 
-def make_level(blocks: list[nn.Module], attns: list[nn.Module], **resample: nn.Module) -> nn.Module:
-    """One resolution level: `block.N`, `attn.N` and an optional `downsample` / `upsample`."""
+def make_level(blocks: list[nn.Module], attns: list[nn.Module], **resample: nn.Module | None) -> nn.Module:
+    """One resolution level: `block.N`, `attn.N` and its `downsample` / `upsample` (None where there is none)."""
     level = nn.Module()
     level.block, level.attn = nn.ModuleList(blocks), nn.ModuleList(attns)
     for name, module in resample.items():
@@ -120,6 +120,7 @@ def make_level(blocks: list[nn.Module], attns: list[nn.Module], **resample: nn.M
 
 
 def run_level(level: nn.Module, h: torch.Tensor, **frames) -> torch.Tensor:
+    """The level's blocks, each followed by its attention when the level has attention."""
     for i, block in enumerate(level.block):
         h = block(h, **frames)
         if len(level.attn):
@@ -162,11 +163,11 @@ class Encoder(nn.Module):
                 block_in = ch * mult
                 if size in attn_resolutions:
                     attns.append(make_attn(block_in, attn_type))
-            resample = {}
-            if i != len(ch_mult) - 1:
-                resample["downsample"] = Downsample(block_in, resamp_with_conv)
+            downsample = None
+            if i != len(ch_mult) - 1:  # the last level keeps its size
+                downsample = Downsample(block_in, resamp_with_conv)
                 size //= 2
-            self.down.append(make_level(blocks, attns, **resample))
+            self.down.append(make_level(blocks, attns, downsample=downsample))
         self.mid = Middle(
             ResnetBlock(block_in, block_in, dropout),
             make_attn(block_in, attn_type),
@@ -179,7 +180,7 @@ class Encoder(nn.Module):
         h = self.conv_in(x)
         for level in self.down:
             h = run_level(level, h)
-            if hasattr(level, "downsample"):
+            if level.downsample is not None:
                 h = level.downsample(h)
         h = self.mid(h)
         return self.conv_out(F.silu(self.norm_out(h)))
@@ -225,56 +226,51 @@ class Decoder(nn.Module):
                 block_in = ch * ch_mult[i]
                 if size in attn_resolutions:
                     attns.append(make_attn(block_in, attn_type))
-            resample = {}
-            if i != 0:
-                resample["upsample"] = Upsample(block_in, resamp_with_conv)
+            upsample = None
+            if i != 0:  # the full-resolution level keeps its size
+                upsample = Upsample(block_in, resamp_with_conv)
                 size *= 2
-            levels.insert(0, make_level(blocks, attns, **resample))
+            levels.insert(0, make_level(blocks, attns, upsample=upsample))
         self.up = nn.ModuleList(levels)  # up.0 is the full-resolution level, as in the checkpoints
         self.norm_out = group_norm(block_in)
         self.conv_out = self.output_conv(block_in, out_ch)
 
     def resnet_block(self, in_channels: int, out_channels: int, dropout: float) -> nn.Module:
+        """The decoder's ResNet block; VideoDecoder's mixes frames."""
         return ResnetBlock(in_channels, out_channels, dropout)
 
     def output_conv(self, in_channels: int, out_channels: int) -> nn.Module:
+        """The last convolution, to out_ch channels; VideoDecoder's mixes frames."""
         return conv3x3(in_channels, out_channels)
 
     def forward(self, z: torch.Tensor, **frames) -> torch.Tensor:
-        """`frames` (the temporal decoder's `timesteps`) goes to every ResNet block and the output conv."""
+        """`frames` (the temporal decoder's `num_video_frames`) goes to every ResNet block and the output conv."""
         h = self.mid(self.conv_in(z), **frames)
         for level in reversed(self.up):
             h = run_level(level, h, **frames)
-            if hasattr(level, "upsample"):
+            if level.upsample is not None:
                 h = level.upsample(h)
         return self.conv_out(F.silu(self.norm_out(h)), **frames)
 
 
 class VideoResnetBlock(ResnetBlock):
     """The temporal decoder's block (the reference's temporal_ae.VideoResBlock): a ResnetBlock on
-    every frame, then a 3D ResBlock (`time_stack`) that mixes neighbouring frames, blended by alpha.
-
-    Two quirks the official weights need: alpha weights the *temporal* branch here (the UNet's
-    blocks weight the spatial one), and the blend weight `mix_factor` sits on the block itself,
-    not in a `time_mixer` submodule, so the block registers it and borrows AlphaBlender's rule.
+    every frame, then a 3D ResBlock (`time_stack`) that mixes neighbouring frames, blended by alpha
+    from `blend_weight` ("fixed" or "learned": the decoder has no still-image frames).
     """
 
     def __init__(self, in_channels: int, out_channels: int, dropout: float, video_kernel_size, alpha: float,
                  merge_strategy: str):
         super().__init__(in_channels, out_channels, dropout)
-        if merge_strategy not in ("fixed", "learned"):
-            raise ValueError(f"merge_strategy must be 'fixed' or 'learned', not {merge_strategy!r}.")
         self.time_stack = ResBlock(out_channels, emb_channels=0, dropout=dropout, dims=3,
                                    kernel_size=video_kernel_size, skip_t_emb=True)
-        self.merge_strategy = merge_strategy
-        if merge_strategy == "fixed":
-            self.register_buffer("mix_factor", torch.tensor([float(alpha)]))
-        else:
-            self.mix_factor = nn.Parameter(torch.tensor([float(alpha)]))
+        # quirk: the blend logit sits on the block itself (key `<block>.mix_factor`), not in a time_mixer
+        add_mix_factor(self, merge_strategy, alpha, strategies=("fixed", "learned"))
 
-    def forward(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
-        x = rearrange(super().forward(x), "(b t) c h w -> b c t h w", t=timesteps)
-        alpha = AlphaBlender.get_alpha(self, image_only_indicator=None)  # sigmoid(mix_factor) when learned
+    def forward(self, x: torch.Tensor, num_video_frames: int) -> torch.Tensor:
+        x = rearrange(super().forward(x), "(b t) c h w -> b c t h w", t=num_video_frames)
+        alpha = blend_weight(self.mix_factor, self.merge_strategy)
+        # quirk: alpha weights the temporal result here (the UNet's blocks give it to the spatial one), as trained
         x = alpha * self.time_stack(x) + (1.0 - alpha) * x
         return rearrange(x, "b c t h w -> (b t) c h w")
 
@@ -287,15 +283,15 @@ class AE3DConv(nn.Conv2d):
         kernel = video_kernel_size if isinstance(video_kernel_size, list | tuple) else [video_kernel_size] * 3
         self.time_mix_conv = nn.Conv3d(out_channels, out_channels, kernel, padding=[k // 2 for k in kernel])
 
-    def forward(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
-        x = rearrange(super().forward(x), "(b t) c h w -> b c t h w", t=timesteps)
+    def forward(self, x: torch.Tensor, num_video_frames: int) -> torch.Tensor:
+        x = rearrange(super().forward(x), "(b t) c h w -> b c t h w", t=num_video_frames)
         return rearrange(self.time_mix_conv(x), "b c t h w -> (b t) c h w")
 
 
 class VideoDecoder(Decoder):
     """SVD's temporal decoder: the Decoder with every ResNet block and the output conv mixing frames.
 
-    `forward(z, timesteps)` decodes `(b t)` latents as b clips of t = `timesteps` frames; frames
+    `forward(z, num_video_frames)` decodes `(b t)` latents as b clips of t = `num_video_frames` frames; frames
     of different clips never mix. Only the official `time_mode="conv-only"` (no temporal
     attention) is implemented.
     """
@@ -315,11 +311,11 @@ class VideoDecoder(Decoder):
     def output_conv(self, in_channels: int, out_channels: int) -> nn.Module:
         return AE3DConv(in_channels, out_channels, self.video_kernel_size)
 
-    def forward(self, z: torch.Tensor, timesteps: int) -> torch.Tensor:
-        if timesteps < 1 or len(z) % timesteps:
+    def forward(self, z: torch.Tensor, num_video_frames: int) -> torch.Tensor:
+        if num_video_frames < 1 or len(z) % num_video_frames:
             raise ValueError(f"VideoDecoder: {len(z)} latent frames are not a whole number of clips of "
-                             f"timesteps={timesteps} frames.")
-        return super().forward(z, timesteps=timesteps)
+                             f"num_video_frames={num_video_frames} frames.")
+        return super().forward(z, num_video_frames=num_video_frames)
 
 
 class DiagonalGaussian:
@@ -337,6 +333,7 @@ class DiagonalGaussian:
         return self.mean + self.std * noise
 
     def mode(self) -> torch.Tensor:
+        """The most likely latents: the mean."""
         return self.mean
 
     def kl(self) -> torch.Tensor:
@@ -365,15 +362,12 @@ class AutoencoderKL(nn.Module):
     ):
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
+        self.quant_conv = self.post_quant_conv = None
         if embed_dim is not None:
             self.quant_conv = nn.Conv2d(2 * decoder.z_channels, 2 * embed_dim, kernel_size=1)
             self.post_quant_conv = nn.Conv2d(embed_dim, decoder.z_channels, kernel_size=1)
         self.latent_channels = decoder.z_channels if embed_dim is None else embed_dim
         self.scale_factor, self.chunk_size, self.offload = scale_factor, chunk_size, offload
-
-    @property
-    def has_quant_convs(self) -> bool:
-        return hasattr(self, "quant_conv")
 
     def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
         """q(z | x) for images `(b t) c H W` in [-1, 1], unscaled, in one pass."""
@@ -381,7 +375,7 @@ class AutoencoderKL(nn.Module):
             raise ValueError("This first stage holds only a decoder (as the SV3D / SV4D checkpoints do).")
         check_frames(x, self.encoder.in_channels, "images", self.encoder.downsampling_factor)
         moments = self.encoder(x.to(self.dtype))
-        return DiagonalGaussian(self.quant_conv(moments) if self.has_quant_convs else moments)
+        return DiagonalGaussian(moments if self.quant_conv is None else self.quant_conv(moments))
 
     def encode(
         self,
@@ -409,7 +403,7 @@ class AutoencoderKL(nn.Module):
         """Scaled latents `(b t) 4 h w` -> images `(b t) 3 8h 8w`, at most `chunk_size` frames per pass.
 
         With the temporal VideoDecoder the chunk size changes the result, not only the memory:
-        the decoder mixes frames within the chunk it is given (`timesteps` = the chunk's length),
+        the decoder mixes frames within the chunk it is given (`num_video_frames` = the chunk's length),
         so frames in different chunks never see each other. This is what the reference engine
         does and what the official SVD samples were made with (decoding_t=14 for 25 frames means
         chunks of 14 and 11). `chunk_size=None` uses the preset's `en_and_decode_n_samples_a_time`
@@ -429,12 +423,13 @@ class AutoencoderKL(nn.Module):
             return torch.cat([self._decode_chunk(z[chunk]) for chunk in chunks])
 
     def _decode_chunk(self, z: torch.Tensor) -> torch.Tensor:
-        if self.has_quant_convs:
+        if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
         if isinstance(self.decoder, VideoDecoder):
-            return self.decoder(z, timesteps=len(z))
+            return self.decoder(z, num_video_frames=len(z))
         return self.decoder(z)
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the weights, which inputs are cast to."""
         return next(self.parameters()).dtype

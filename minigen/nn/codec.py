@@ -21,6 +21,7 @@ SCALE_FACTORS = {
 
 
 def check_chunk_size(chunk_size: int | None) -> None:
+    """A chunk size is None (all frames at once) or a whole number of frames, at least 1."""
     if chunk_size is None:
         return
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:

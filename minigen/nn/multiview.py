@@ -14,124 +14,82 @@ from einops import rearrange, repeat
 from torch import nn
 
 from ..embeddings import timestep_embedding
-from .resnet import ResBlock
 from .transformer import SpatialTransformer
-from .video import AlphaBlender, VideoTransformerBlock, check_frames
+from .video import (
+    LEGACY_MERGE_STRATEGIES,
+    AlphaBlender,
+    TemporalResBlock,
+    VideoTransformerBlock,
+    add_mix_factor,
+    blend_weight,
+    temporal_resblock,
+)
 
-# Token layouts of the two attentions. Rows are sequences the blocks see; VideoTransformerBlock(timesteps=n)
-# then attends across n consecutive rows at each token position.
+# Token layouts of the two attentions. Rows are sequences the blocks see; a VideoTransformerBlock called with
+# num_video_frames=n then attends across n consecutive rows at each token position.
 CANONICAL = "(b t v) s c"  # one row per image, s = h w tokens
 VIEW_LAYOUT = "(b v) (t s) c"  # SV4D: rows grouped by view -> attention across the v views
 VIEW_LAYOUT_3D = "(b v s) t c"  # SV4D 2.0's 3D attention, see view_attention
 MOTION_LAYOUT = "(b t) (v s) c"  # rows grouped by time frame -> attention across the t frames
 
 
-def register_legacy_mix_factor(block: nn.Module, merge_strategy: str, merge_factor: float) -> None:
-    """time_mix_legacy: the blend weight's logit lives on the block itself (key `<block>.mix_factor`)."""
-    value = torch.tensor([float(merge_factor)])
-    if merge_strategy == "fixed":
-        block.register_buffer("mix_factor", value)
-    elif merge_strategy in ("learned", "learned_with_images"):
-        block.mix_factor = nn.Parameter(value)
-    elif merge_strategy == "fixed_with_images":  # the weight comes from image_only_indicator alone
-        block.mix_factor = None
-    else:
-        raise ValueError(f"Unknown merge_strategy {merge_strategy!r}; expected fixed, learned, "
-                         "learned_with_images or (with time_mix_legacy) fixed_with_images.")
-
-
-def legacy_mix_weight(merge_strategy: str, mix_factor: torch.Tensor | None,
-                      image_only_indicator: torch.Tensor) -> torch.Tensor:
-    """The blend weight of a time_mix_legacy block: one number for every frame."""
-    if merge_strategy in ("fixed", "learned"):
-        logit = mix_factor
-    elif merge_strategy == "learned_with_images":
-        logit = torch.where(image_only_indicator.bool(), 1.0, mix_factor)  # b n
-    else:  # fixed_with_images
-        logit = image_only_indicator.float()
-    if not (logit == logit.flatten()[0]).all():
-        raise ValueError("time_mix_legacy blends all frames with one weight, so image_only_indicator must "
-                         "be the same for every frame (the reference cannot apply per-frame weights either).")
-    # quirk: the sigmoid comes after choosing between 1 and mix_factor, so image frames get sigmoid(1) ~ 0.73
-    # and "fixed" values are squashed too; the legacy checkpoints were trained with this
-    return torch.sigmoid(logit.flatten()[0])
-
-
 class TimeMixing:
     """What ResBlockWithTime and MultiviewTransformer share: their spatial / temporal blend weights.
 
     Without time_mix_legacy each blend is an AlphaBlender (`time_mixer`, key `<block>.time_mixer.mix_factor`);
-    with it, older checkpoints' layout and formula (see `legacy_mix_weight`).
+    with it, older checkpoints' layout (key `<block>.mix_factor`, `time_mixer` is None) and blend_weight's
+    legacy rule.
     """
 
     def add_time_mixer(self, merge_strategy: str, merge_factor: float, time_mix_legacy: bool,
                        rearrange_pattern: str = "b t -> (b t) 1 1") -> None:
-        self.merge_strategy = merge_strategy
+        """Register the blend weight: on the block itself (time_mix_legacy) or in an AlphaBlender `time_mixer`."""
         self.time_mix_legacy = time_mix_legacy
+        self.time_mixer = None
         if time_mix_legacy:
-            register_legacy_mix_factor(self, merge_strategy, merge_factor)
+            add_mix_factor(self, merge_strategy, merge_factor, strategies=LEGACY_MERGE_STRATEGIES)
         else:
             self.time_mixer = AlphaBlender(merge_factor, merge_strategy, rearrange_pattern)
 
-    def mix_weight(self, image_only_indicator: torch.Tensor, mixer_name: str = "time_mixer") -> torch.Tensor:
-        """alpha, the weight of the spatial result; `mixer_name` names the AlphaBlender (unused if legacy)."""
+    def mix_weight(self, image_only_indicator: torch.Tensor, mixer: AlphaBlender | None) -> torch.Tensor:
+        """alpha, the weight of the spatial result, from `mixer` (unused with time_mix_legacy)."""
         if self.time_mix_legacy:
-            return legacy_mix_weight(self.merge_strategy, self.mix_factor, image_only_indicator)
+            return blend_weight(self.mix_factor, self.merge_strategy, image_only_indicator, legacy=True)
         # quirk: the reference hands the blenders an all-zero image_only_indicator, so frames marked as
         # still images are mixed like the others; the SV4D weights were trained this way
         all_video = torch.zeros(1, 1, device=image_only_indicator.device)
-        return getattr(self, mixer_name).get_alpha(all_video)
+        return mixer.get_alpha(all_video)
 
 
-class ResBlockWithTime(ResBlock, TimeMixing):
-    """A ResBlock on every image, then a temporal 3D ResBlock (`time_mix_blocks`) across all frames.
+class ResBlockWithTime(TemporalResBlock, TimeMixing):
+    """SV4D's temporal ResBlock: the temporal block is `time_mix_blocks`, blended as TimeMixing says.
 
     Input `(b n) c h w` with n = num_video_frames; SV4D passes all t x v images as n, so the temporal
     kernel (e.g. (3, 1, 1)) runs along the `(t v)` axis and mixes neighbouring views of a time frame.
+    `resblock_options` are ResBlock's and apply to the per-image ResBlock.
     """
 
-    conditioning_inputs = {"emb": "emb", "num_video_frames": "num_video_frames"}
+    conditioning_inputs = ("emb", "num_video_frames")
 
-    def __init__(
-        self,
-        channels: int,
-        emb_channels: int,
-        dropout: float,
-        time_kernel_size: int | list[int] = 3,
-        merge_strategy: str = "fixed",
-        merge_factor: float = 0.5,
-        out_channels: int | None = None,
-        use_conv: bool = False,
-        use_scale_shift_norm: bool = False,
-        dims: int = 2,
-        use_checkpoint: bool = False,
-        up: bool = False,
-        down: bool = False,
-        time_mix_legacy: bool = True,
-    ):
-        super().__init__(channels, emb_channels, dropout, out_channels=out_channels, use_conv=use_conv,
-                         use_scale_shift_norm=use_scale_shift_norm, dims=dims, use_checkpoint=use_checkpoint,
-                         up=up, down=down)
-        self.time_mix_blocks = ResBlock(self.out_channels, emb_channels, dropout, dims=3,
-                                        kernel_size=time_kernel_size, use_checkpoint=use_checkpoint,
-                                        exchange_temb_dims=True)
-        self.add_time_mixer(merge_strategy, merge_factor, time_mix_legacy,
-                            rearrange_pattern="b t -> b 1 t 1 1")
+    def __init__(self, channels: int, emb_channels: int, dropout: float,
+                 time_kernel_size: int | list[int] = 3, merge_strategy: str = "fixed", merge_factor: float = 0.5,
+                 time_mix_legacy: bool = True, **resblock_options):
+        super().__init__(channels, emb_channels, dropout, **resblock_options)
+        self.time_mix_blocks = temporal_resblock(self.out_channels, emb_channels, dropout, time_kernel_size,
+                                                 self.use_checkpoint)
+        self.add_time_mixer(merge_strategy, merge_factor, time_mix_legacy, rearrange_pattern="b t -> b 1 t 1 1")
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, num_video_frames: int) -> torch.Tensor:
-        check_frames(x.shape[0], num_video_frames, type(self).__name__)
-        x = super().forward(x, emb)  # (b n) c h w
-        x_spatial = rearrange(x, "(b n) c h w -> b c n h w", n=num_video_frames)
-        x_temporal = self.time_mix_blocks(x_spatial, rearrange(emb, "(b n) c -> b n c", n=num_video_frames))
-        # the reference multiplies image_only_indicator by 0 here, for the legacy formula too
-        alpha = self.mix_weight(torch.zeros(1, 1, device=x.device)).to(x.dtype)
+    def temporal(self, x, emb):
+        return self.time_mix_blocks(x, emb)
+
+    def blend(self, x_spatial, x_temporal, image_only_indicator):
+        # the reference multiplies image_only_indicator by 0 here, for the legacy rule too
+        alpha = self.mix_weight(torch.zeros(1, 1, device=x_spatial.device), self.time_mixer).to(x_spatial.dtype)
         if self.time_mix_legacy:
             # quirk: the legacy blend gives alpha to the temporal result (AlphaBlender gives it to the
             # spatial one); checkpoints trained with time_mix_legacy expect this order
-            x = alpha * x_temporal + (1.0 - alpha) * x_spatial
-        else:
-            x = alpha * x_spatial + (1.0 - alpha) * x_temporal
-        return rearrange(x, "b c n h w -> (b n) c h w")
+            return alpha * x_temporal + (1.0 - alpha) * x_spatial
+        return alpha * x_spatial + (1.0 - alpha) * x_temporal
 
 
 class MultiviewTransformer(SpatialTransformer, TimeMixing):
@@ -146,11 +104,11 @@ class MultiviewTransformer(SpatialTransformer, TimeMixing):
     embedding of their view (`time_mix_time_embed`: of the view index, or with `use_camera_emb` of the
     UNet's embedding vector, which carries the camera angles) and of their frame (`time_mix_motion_embed`).
 
-    forward(x `(b t v) c h w`, context `b t d`, cond_view `(b v) c' h' w'`, camera_emb `(b t v) e`).
+    forward(x `(b t v) c h w`, context `b t d`, cond_view `(b v) c' h' w'`, emb `(b t v) e`): `emb` is the
+    UNet's embedding vector (noise level plus y, which holds the camera angles), read with use_camera_emb.
     """
 
-    conditioning_inputs = {"context": "context", "cond_view": "cond_view", "camera_emb": "emb",
-                           "image_only_indicator": "image_only_indicator"}
+    conditioning_inputs = ("context", "cond_view", "emb", "image_only_indicator")
 
     def __init__(
         self,
@@ -165,14 +123,14 @@ class MultiviewTransformer(SpatialTransformer, TimeMixing):
         use_camera_emb: bool = False,  # view embedding from the UNet's embedding vector (SV4D 2.0)
         use_3d_attention: bool = False,  # SV4D 2.0's layout for the view attention
         separate_motion_merge_factor: bool = False,  # motion attention gets its own blend weight
-        adm_in_channels: int | None = None,  # size of camera_emb (4 x the UNet's model_channels)
-        timesteps: int | None = None,
+        adm_in_channels: int | None = None,  # size of emb (4 x the UNet's model_channels)
+        timesteps: int | None = None,  # frames per video, if fixed at construction (the reference's name)
         merge_strategy: str = "fixed",
         merge_factor: float = 0.5,
         merge_factor_motion: float = 0.5,
         time_context_dim: int | None = None,  # view attention's context size without use_spatial_context
         motion_context_dim: int | None = None,  # channels of cond_view (4: latents)
-        ff_in: bool = False,
+        ff_in: bool = False,  # no effect: the blocks always have ff_in (see VideoTransformerBlock's quirk)
         checkpoint: bool = False,
         attn_mode: str = "softmax",
         disable_self_attn: bool = False,
@@ -207,10 +165,12 @@ class MultiviewTransformer(SpatialTransformer, TimeMixing):
         self.time_mix_time_embed = self.embedding_mlp(adm_in_channels if use_camera_emb else in_channels)
         self.time_mix_motion_embed = self.embedding_mlp(in_channels)
         self.add_time_mixer(merge_strategy, merge_factor, time_mix_legacy)
+        self.time_mixer_motion = None  # with time_mix_legacy the motion blend uses the block's own weight
         if separate_motion_merge_factor and not time_mix_legacy:
             self.time_mixer_motion = AlphaBlender(merge_factor_motion, merge_strategy)
 
     def embedding_mlp(self, features: int) -> nn.Sequential:
+        """Linear, SiLU, Linear: `features` -> in_channels, the view and frame embeddings' MLP."""
         hidden = 4 * self.in_channels
         return nn.Sequential(nn.Linear(features, hidden), nn.SiLU(), nn.Linear(hidden, self.in_channels))
 
@@ -220,18 +180,18 @@ class MultiviewTransformer(SpatialTransformer, TimeMixing):
         sinusoids = timestep_embedding(index, self.in_channels, max_period=self.max_time_embed_period)
         return mlp(sinusoids.to(mlp[0].weight.dtype))[:, None]  # the MLP may hold fp16 / bf16 weights
 
-    def view_embedding(self, batch: int, views: int, camera_emb: torch.Tensor | None, device) -> torch.Tensor:
-        """`(b v) 1 c`: from the view index, or from the first time frame's camera embedding of each view."""
+    def view_embedding(self, batch: int, views: int, emb: torch.Tensor | None, device) -> torch.Tensor:
+        """`(b v) 1 c`: from the view index, or from the first time frame's embedding vector of each view."""
         if not self.use_camera_emb:
             return self.index_embedding(self.time_mix_time_embed, batch, views, device)
-        if camera_emb is None:
-            raise ValueError("MultiviewTransformer with use_camera_emb needs camera_emb: (b t v) x "
+        if emb is None:
+            raise ValueError("MultiviewTransformer with use_camera_emb needs emb: (b t v) x "
                              "adm_in_channels, the UNet's embedding vector.")
-        first_frame = rearrange(camera_emb, "(b t v) e -> b t v e", b=batch, v=views)[:, 0]
+        first_frame = rearrange(emb, "(b t v) e -> b t v e", b=batch, v=views)[:, 0]
         return self.time_mix_time_embed(rearrange(first_frame, "b v e -> (b v) e"))[:, None]
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, cond_view: torch.Tensor,
-                camera_emb: torch.Tensor | None = None,
+                emb: torch.Tensor | None = None,
                 image_only_indicator: torch.Tensor | None = None) -> torch.Tensor:
         (b, t, _), (h, w) = context.shape, x.shape[2:]
         v = cond_view.shape[0] // b
@@ -247,7 +207,7 @@ class MultiviewTransformer(SpatialTransformer, TimeMixing):
             "motion": rearrange(F.interpolate(cond_view, size=(h, w), mode="bilinear"),
                                 "bv c h w -> (bv h w) 1 c"),  # each pixel: its latent in the reference view
         }
-        view_emb = self.view_embedding(b, v, camera_emb, x.device)  # (b v) 1 c
+        view_emb = self.view_embedding(b, v, emb, x.device)  # (b v) 1 c
         if self.use_3d_attention:
             view_emb = repeat(view_emb, "bv 1 c -> (bv s) 1 c", s=h * w)
         frame_emb = self.index_embedding(self.time_mix_motion_embed, b, t, x.device)  # (b t) 1 c
@@ -269,18 +229,19 @@ class MultiviewTransformer(SpatialTransformer, TimeMixing):
         # as one sequence, so v neighbouring pixels of one view attend to each other at every time frame,
         # and it pairs the (b t s) context rows with its sequences by position; SV4D 2.0 was trained
         # with exactly this arrangement (its golden case tells it apart from attention across views)
-        mixed = block(tokens + view_emb, context=context, timesteps=sizes["v"])
-        tokens = self.blend(tokens, mixed, image_only_indicator, "time_mixer")
+        mixed = block(tokens + view_emb, context=context, num_video_frames=sizes["v"])
+        tokens = self.blend(tokens, mixed, image_only_indicator, self.time_mixer)
         return rearrange(tokens, f"{layout} -> {CANONICAL}", **sizes)
 
     def motion_attention(self, block, tokens, frame_emb, context, sizes, image_only_indicator):
         """Each pixel of each view attends across the t time frames."""
         tokens = rearrange(tokens, f"{CANONICAL} -> {MOTION_LAYOUT}", **sizes)
-        mixed = block(tokens + frame_emb, context=context, timesteps=sizes["t"])
-        mixer_name = "time_mixer_motion" if self.separate_motion_merge_factor else "time_mixer"
-        tokens = self.blend(tokens, mixed, image_only_indicator, mixer_name)
+        mixed = block(tokens + frame_emb, context=context, num_video_frames=sizes["t"])
+        mixer = self.time_mixer_motion if self.separate_motion_merge_factor else self.time_mixer
+        tokens = self.blend(tokens, mixed, image_only_indicator, mixer)
         return rearrange(tokens, f"{MOTION_LAYOUT} -> {CANONICAL}", **sizes)
 
-    def blend(self, tokens, mixed, image_only_indicator, mixer_name: str) -> torch.Tensor:
-        alpha = self.mix_weight(image_only_indicator, mixer_name).to(tokens.dtype)
+    def blend(self, tokens, mixed, image_only_indicator, mixer: AlphaBlender | None) -> torch.Tensor:
+        """alpha * the tokens before the attention + (1 - alpha) * its result `mixed`."""
+        alpha = self.mix_weight(image_only_indicator, mixer).to(tokens.dtype)
         return alpha * tokens + (1.0 - alpha) * mixed

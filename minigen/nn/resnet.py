@@ -24,6 +24,7 @@ def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
 
 
 def avg_pool_nd(dims: int, *args, **kwargs) -> nn.Module:
+    """A 1D, 2D or 3D average pooling: Downsample's resampling without a convolution."""
     pools = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
     if dims not in pools:
         raise ValueError(f"dims must be 1, 2 or 3, got {dims}.")
@@ -69,27 +70,41 @@ def maybe_checkpoint(function, *args, enabled: bool):
 
 
 class TimestepEmbedSequential(nn.Sequential):
-    """nn.Sequential whose layers receive the conditioning they ask for.
+    """nn.Sequential whose layers receive the conditioning they ask for, by name.
 
-    A layer lists what it takes in a class attribute `conditioning_inputs`, a dict
-    {its forward keyword: name of the conditioning}; the names are `emb` (timestep embedding),
-    `context` (cross-attention tokens), `time_context`, `num_video_frames` and `image_only_indicator`.
-    Plain layers (convolutions) get `x` alone.
+    A layer lists the inputs it reads in a class attribute `conditioning_inputs`, a tuple of its forward's
+    keyword names, which are the UNets' own names for them; layers without it (convolutions, Downsample,
+    Upsample) get `x` alone. The routing table of every UNet (`unet.py`, `video_unet.py`, `sv4d_unet.py`):
+
+    | layer                   | reads (besides x)                                              |
+    |-------------------------|----------------------------------------------------------------|
+    | ResBlock                | emb                                                            |
+    | VideoResBlock           | emb, num_video_frames, image_only_indicator                    |
+    | ResBlockWithTime        | emb, num_video_frames                                          |
+    | SpatialTransformer      | context                                                        |
+    | SpatialVideoTransformer | context, time_context, num_video_frames, image_only_indicator  |
+    | MultiviewTransformer    | context, cond_view, emb, image_only_indicator                  |
+
+    `emb` is the embedding of the noise level plus the vector conditioning y (per frame in the video
+    UNets; MultiviewTransformer reads the camera angles from it), `context` the cross-attention tokens,
+    `time_context` what SVD's temporal blocks may attend to, `num_video_frames` the frames per video of
+    the `(b t)` batch, `image_only_indicator` (b t) which frames are still images, and `cond_view` the
+    latents of SV4D's reference views (passed on as an extra keyword).
     """
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None,
                 image_only_indicator: torch.Tensor | None = None, time_context: torch.Tensor | None = None,
                 num_video_frames: int | None = None, **extra_conditioning) -> torch.Tensor:
         conditioning = dict(emb=emb, context=context, image_only_indicator=image_only_indicator,
-                            time_context=time_context, num_video_frames=num_video_frames)
-        conditioning.update(extra_conditioning)
+                            time_context=time_context, num_video_frames=num_video_frames, **extra_conditioning)
         for layer in self:
-            wanted = getattr(layer, "conditioning_inputs", {})
-            x = layer(x, **{keyword: conditioning[name] for keyword, name in wanted.items()})
+            wanted = getattr(layer, "conditioning_inputs", ())
+            x = layer(x, **{name: conditioning[name] for name in wanted})
         return x
 
 
 def check_channels(x: torch.Tensor, channels: int, layer: str) -> None:
+    """Fail with a message naming `layer` when x does not have `channels` channels in dim 1."""
     if x.shape[1] != channels:
         raise ValueError(f"{layer} expects {channels} channels in dim 1, got shape {tuple(x.shape)}.")
 
@@ -156,7 +171,7 @@ class ResBlock(nn.Module):
     scale and a shift applied right after the second GroupNorm. `up` / `down` resample inside the block.
     """
 
-    conditioning_inputs = {"emb": "emb"}
+    conditioning_inputs = ("emb",)
 
     def __init__(
         self,

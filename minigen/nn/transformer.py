@@ -12,15 +12,15 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .attention import attention, check_attention_type
+from .attention import AttentionLayer, check_attention_type
 from .resnet import maybe_checkpoint, zero_module
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(AttentionLayer):
     """Multi-head attention of `x` (`b n query_dim`) to `context` (`b m context_dim`), or to itself.
 
     `query_chunk_size` (None: all queries at once) bounds the memory of the attention scores; set it on
-    a whole model with `set_query_chunk_size`.
+    a whole model with `minigen.nn.attention.set_query_chunk_size`.
     """
 
     def __init__(self, query_dim: int, context_dim: int | None = None, heads: int = 8, dim_head: int = 64,
@@ -29,7 +29,6 @@ class CrossAttention(nn.Module):
         inner_dim = heads * dim_head
         context_dim = context_dim or query_dim
         self.heads = heads
-        self.query_chunk_size: int | None = None
         self.to_q = nn.Linear(query_dim, inner_dim, bias=False)
         self.to_k = nn.Linear(context_dim, inner_dim, bias=False)
         self.to_v = nn.Linear(context_dim, inner_dim, bias=False)
@@ -42,15 +41,8 @@ class CrossAttention(nn.Module):
                              f"context of shape {tuple(context.shape)}; check the model's context_dim.")
         q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
-        out = attention(q, k, v, query_chunk_size=self.query_chunk_size)
+        out = self.attend(q, k, v)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
-
-
-def set_query_chunk_size(model: nn.Module, query_chunk_size: int | None) -> None:
-    """Make every CrossAttention of `model` process at most `query_chunk_size` queries at a time."""
-    for module in model.modules():
-        if isinstance(module, CrossAttention):
-            module.query_chunk_size = query_chunk_size
 
 
 class GEGLU(nn.Module):
@@ -101,7 +93,7 @@ class BasicTransformerBlock(nn.Module):
         super().__init__()
         check_attention_type(attn_mode)
         self.disable_self_attn = disable_self_attn
-        self.checkpoint = checkpoint
+        self.use_checkpoint = checkpoint
         self.attn1 = CrossAttention(dim, context_dim if disable_self_attn else None, n_heads, d_head, dropout)
         self.ff = FeedForward(dim, dropout=dropout, glu=gated_ff)
         self.attn2 = CrossAttention(dim, context_dim, n_heads, d_head, dropout)
@@ -110,7 +102,7 @@ class BasicTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        return maybe_checkpoint(self._forward, x, context, enabled=self.checkpoint)
+        return maybe_checkpoint(self._forward, x, context, enabled=self.use_checkpoint)
 
     def _forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         x = self.attn1(self.norm1(x), context=context if self.disable_self_attn else None) + x
@@ -140,7 +132,7 @@ class SpatialTransformer(nn.Module):
     `context` is one tensor for all blocks, or a list with one per block.
     """
 
-    conditioning_inputs = {"context": "context"}
+    conditioning_inputs = ("context",)
 
     def __init__(
         self,

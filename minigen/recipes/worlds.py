@@ -321,7 +321,7 @@ def train_video_decoder(vae: AutoencoderKL, steps: int, clips: int, generator: t
         with torch.no_grad():
             z = vae.posterior(frames).mode()
             z = z + latent_noise * torch.randn(z.shape, generator=generator)
-        loss = F.l1_loss(decoder(z, timesteps=4), frames)
+        loss = F.l1_loss(decoder(z, num_video_frames=4), frames)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

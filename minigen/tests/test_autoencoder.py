@@ -76,7 +76,7 @@ def test_bad_latents_and_options_are_explained(tiny_svd):
     with pytest.raises(ValueError, match="num_frames=4 does not divide the batch of 6 frames"):
         tiny_svd.decode(z, num_frames=4)
     with pytest.raises(ValueError, match="whole number of clips"):
-        tiny_svd.decoder(z, timesteps=4)
+        tiny_svd.decoder(z, num_video_frames=4)
 
 
 def test_decoder_only_first_stage_refuses_to_encode():
@@ -92,10 +92,10 @@ def test_frame_chunks_cut_each_video_from_its_start():
 
 
 def reference_chunked_decode(first_stage: AutoencoderKL, z: torch.Tensor, n: int) -> torch.Tensor:
-    """The reference engine's loop, written out: slices of n frames, timesteps = slice length."""
+    """The reference engine's loop, written out: slices of n frames, num_video_frames = slice length."""
     z = z / first_stage.scale_factor
     chunks = [z[start:start + n] for start in range(0, len(z), n)]
-    return torch.cat([first_stage.decoder(chunk, timesteps=len(chunk)) for chunk in chunks])
+    return torch.cat([first_stage.decoder(chunk, num_video_frames=len(chunk)) for chunk in chunks])
 
 
 def test_temporal_decode_depends_on_chunk_size_exactly_as_the_reference(tiny_svd):

@@ -1,13 +1,18 @@
 """Networks: attention variants agree, checkpointing saves memory, and bad input fails with clear errors."""
 
+import inspect
+
 import pytest
 import torch
+from einops import rearrange
 
-from minigen.nn.attention import attention, naive_attention
-from minigen.nn.resnet import Downsample, ResBlock
-from minigen.nn.transformer import BasicTransformerBlock, CrossAttention, set_query_chunk_size
+from minigen.nn.attention import attention, naive_attention, set_query_chunk_size, use_attention
+from minigen.nn.autoencoder import AttnBlock, ResnetBlock, VideoResnetBlock
+from minigen.nn.multiview import MultiviewTransformer, ResBlockWithTime
+from minigen.nn.resnet import Downsample, ResBlock, TimestepEmbedSequential
+from minigen.nn.transformer import BasicTransformerBlock, CrossAttention, SpatialTransformer
 from minigen.nn.unet import set_gradient_checkpointing
-from minigen.nn.video import AlphaBlender, VideoResBlock
+from minigen.nn.video import AlphaBlender, SpatialVideoTransformer, VideoResBlock, VideoTransformerBlock
 from minigen.presets import get_preset
 
 
@@ -116,9 +121,9 @@ def test_use_checkpoint_reaches_every_block():
     config = get_preset("tiny_svd").network
     config.use_checkpoint = True
     model = config.build()
-    flags = [m.use_checkpoint for m in model.modules() if isinstance(m, ResBlock)]
-    flags += [m.checkpoint for m in model.modules() if isinstance(getattr(m, "checkpoint", None), bool)]
-    assert flags and all(flags)
+    blocks = [m for m in model.modules() if isinstance(m, (ResBlock, BasicTransformerBlock, VideoTransformerBlock))]
+    assert {type(m) for m in blocks} >= {VideoResBlock, BasicTransformerBlock, VideoTransformerBlock}
+    assert all(m.use_checkpoint for m in blocks)
 
 
 # ---- bad input ----
@@ -207,3 +212,103 @@ def test_attention_split_over_the_batch_gives_the_same_result(monkeypatch):
     q, k, v = torch.randn(7, 2, 5, 8), torch.randn(7, 2, 6, 8), torch.randn(7, 2, 6, 8)
     split = attention_module._attention_in_batch_chunks(q, k, v, query_chunk_size=2)
     torch.testing.assert_close(split, naive_attention(q, k, v))
+
+
+# ---- one attention function ----
+
+def test_use_attention_runs_a_whole_unet_on_another_kernel_with_the_same_output():
+    model, inputs = tiny("tiny_sd"), sd_inputs()
+    calls = []
+
+    def counted_naive_attention(q, k, v):
+        calls.append(q.shape)
+        return naive_attention(q, k, v)
+
+    with torch.no_grad():
+        fused = model(**inputs)
+        with use_attention(counted_naive_attention):
+            naive = model(**inputs)
+        assert len(calls) == 2 * sum(isinstance(m, BasicTransformerBlock) for m in model.modules())
+        torch.testing.assert_close(naive, fused)
+        model(**inputs)
+    assert len(calls) == 2 * sum(isinstance(m, BasicTransformerBlock) for m in model.modules())  # switched back
+    with pytest.raises(TypeError, match="kernel"), use_attention("naive"):
+        pass
+
+
+def test_the_vae_attention_goes_through_attention_and_its_chunking():
+    first_stage = get_preset("tiny_sd").first_stage.build().eval()
+    blocks = [m for m in first_stage.modules() if isinstance(m, AttnBlock)]
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    calls = []
+
+    def counted_attention(q, k, v):
+        calls.append(q.shape[-2])
+        return naive_attention(q, k, v)
+
+    with torch.no_grad():
+        full = first_stage.decode(first_stage.encode(images))
+        set_query_chunk_size(first_stage, 1)
+        assert blocks and all(block.query_chunk_size == 1 for block in blocks)
+        with use_attention(counted_attention):
+            chunked = first_stage.decode(first_stage.encode(images))
+    assert calls and set(calls) == {1}  # every VAE attention call, one query at a time
+    torch.testing.assert_close(chunked, full)
+
+
+# ---- routing and blends ----
+
+def test_the_routing_table_in_timestep_embed_sequential_lists_what_each_layer_reads():
+    table = {}
+    for line in TimestepEmbedSequential.__doc__.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.strip().startswith("|") and len(cells) == 2 and not set(cells[0]) <= {"-"} and cells[0] != "layer":
+            table[cells[0]] = tuple(name.strip() for name in cells[1].split(","))
+    layers = (ResBlock, VideoResBlock, ResBlockWithTime, SpatialTransformer, SpatialVideoTransformer,
+              MultiviewTransformer)
+    assert table == {layer.__name__: layer.conditioning_inputs for layer in layers}
+    forward_names = inspect.signature(TimestepEmbedSequential.forward).parameters
+    for layer in layers:  # every name is one of the UNets' inputs and one of the layer's forward arguments
+        assert set(layer.conditioning_inputs) <= set(forward_names) | {"cond_view"}
+        assert set(layer.conditioning_inputs) <= set(inspect.signature(layer.forward).parameters)
+
+
+def test_svd_and_sv4d_temporal_resblocks_are_one_block_under_two_key_layouts():
+    torch.manual_seed(0)
+    options = dict(merge_strategy="learned", merge_factor=0.3, out_channels=64)
+    svd_block = VideoResBlock(32, 12, 0.0, video_kernel_size=(3, 1, 1), **options).eval()
+    sv4d_block = ResBlockWithTime(32, 12, 0.0, time_kernel_size=(3, 1, 1), time_mix_legacy=False, **options).eval()
+    with torch.no_grad():
+        for parameter in svd_block.parameters():  # the zero-initialised output convolutions must matter
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    weights = {key.replace("time_stack.", "time_mix_blocks."): value for key, value in svd_block.state_dict().items()}
+    sv4d_block.load_state_dict(weights, strict=True)
+    x, emb = torch.randn(6, 32, 4, 4), torch.randn(6, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(sv4d_block(x, emb, num_video_frames=3),
+                                   svd_block(x, emb, num_video_frames=3, image_only_indicator=torch.zeros(2, 3)))
+
+
+def test_the_temporal_decoder_block_gives_alpha_to_the_temporal_result():
+    block = VideoResnetBlock(32, 32, 0.0, video_kernel_size=(3, 1, 1), alpha=1.0, merge_strategy="fixed").eval()
+    with torch.no_grad():
+        for parameter in block.time_stack.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        x = torch.randn(4, 32, 4, 4)
+        spatial = rearrange(ResnetBlock.forward(block, x), "(b t) c h w -> b c t h w", t=4)
+        expected = rearrange(block.time_stack(spatial), "b c t h w -> (b t) c h w")
+        torch.testing.assert_close(block(x, num_video_frames=4), expected)  # alpha = 1: temporal result only
+    assert "mix_factor" in block.state_dict()
+    with pytest.raises(ValueError, match="merge_strategy"):
+        VideoResnetBlock(32, 32, 0.0, video_kernel_size=3, alpha=0.0, merge_strategy="learned_with_images")
+
+
+def test_optional_layers_are_none_and_leave_the_keys_alone():
+    plain = VideoTransformerBlock(16, 2, 8, ff_in=False)
+    assert plain.ff_in is None and plain.norm_in is None
+    assert not any(key.startswith(("ff_in.", "norm_in.")) for key in plain.state_dict())
+    widened = VideoTransformerBlock(16, 2, 16, inner_dim=32)  # inner_dim switches ff_in on (quirk)
+    assert isinstance(widened.ff_in, torch.nn.Module) and "ff_in.net.2.weight" in widened.state_dict()
+    no_second = VideoTransformerBlock(16, 2, 8, disable_temporal_crossattention=True)
+    assert no_second.attn2 is None and no_second.norm2 is None
+    assert not any(key.startswith(("attn2.", "norm2.")) for key in no_second.state_dict())

@@ -7,10 +7,11 @@ import pytest
 import torch
 from einops import rearrange
 
-from minigen.nn.multiview import MultiviewTransformer, ResBlockWithTime, legacy_mix_weight
+from minigen.nn.multiview import MultiviewTransformer, ResBlockWithTime
 from minigen.nn.resnet import ResBlock
 from minigen.nn.sv4d_unet import SpatialUNetModelWithTime
 from minigen.nn.unet import set_gradient_checkpointing
+from minigen.nn.video import blend_weight
 from minigen.presets import PART_PREFIXES, get_preset, parameter_count, sv4d
 
 PREFIX = PART_PREFIXES["network"]
@@ -67,7 +68,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
     plain, checkpointed = gradients(False), gradients(True)
     transformers = [m for m in network.modules() if isinstance(m, MultiviewTransformer)]
-    assert transformers and all(m.motion_blocks[0].checkpoint for m in transformers)
+    assert transformers and all(m.motion_blocks[0].use_checkpoint for m in transformers)
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
@@ -108,12 +109,12 @@ def test_legacy_resblock_gives_alpha_to_the_temporal_result():
 def test_legacy_weight_applies_the_sigmoid_after_choosing_image_frames():
     mix_factor = torch.tensor([-2.0])
     video, images = torch.zeros(1, 3), torch.ones(1, 3)
-    weight = legacy_mix_weight("learned_with_images", mix_factor, video)
+    weight = blend_weight(mix_factor, "learned_with_images", video, legacy=True)
     torch.testing.assert_close(weight, torch.sigmoid(mix_factor[0]))
-    weight = legacy_mix_weight("learned_with_images", mix_factor, images)
+    weight = blend_weight(mix_factor, "learned_with_images", images, legacy=True)
     torch.testing.assert_close(weight, torch.sigmoid(torch.tensor(1.0)))  # not 1: sigmoid after the choice
     with pytest.raises(ValueError, match="same for every frame"):
-        legacy_mix_weight("learned_with_images", mix_factor, torch.tensor([[0.0, 1.0, 0.0]]))
+        blend_weight(mix_factor, "learned_with_images", torch.tensor([[0.0, 1.0, 0.0]]), legacy=True)
 
 
 # ---- clear errors ----

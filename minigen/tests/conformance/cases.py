@@ -21,6 +21,10 @@ ENV_VAR = "MINIGEN_GOLDEN_DIR"
 
 HANDLERS: dict[str, Callable] = {}
 
+# The reference's forwards of these components name the frames per video `timesteps`; minigen's call it
+# `num_video_frames` (its `timesteps` is always the noise level), so the cases' call kwarg is renamed.
+FRAMES_CALLED_TIMESTEPS = ("SpatialVideoTransformer", "VideoTransformerBlock", "VideoDecoder")
+
 
 def handles(*component_names: str):
     """Register the decorated function as the handler of these reference components."""
@@ -83,6 +87,8 @@ class Case:
 
     def call_kwargs(self) -> dict:
         kwargs = dict(self.call.get("kwargs", {}))
+        if self.component in FRAMES_CALLED_TIMESTEPS and "timesteps" in kwargs:
+            kwargs["num_video_frames"] = kwargs.pop("timesteps")
         kwargs.update({key: self.inputs[name] for key, name in self.call.get("tensor_kwargs", {}).items()})
         return kwargs
 
