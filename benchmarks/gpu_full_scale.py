@@ -113,7 +113,7 @@ def measure_training_step(name: str, checkpointing: bool, dtype=torch.bfloat16) 
 
 def measure_decoder(chunk_size: int, frames: int = 14, dtype=torch.float16) -> dict:
     with torch.device("cuda"):
-        first_stage = get_preset("svd").first_stage.build().to(dtype).eval()
+        first_stage = get_preset("svd").first_stage_model.build().to(dtype).eval()
     z = torch.randn(frames, 4, 72, 128, device="cuda", dtype=dtype)
     torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():

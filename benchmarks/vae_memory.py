@@ -36,7 +36,7 @@ def measure_point(num_frames: int, chunk_size: int | None) -> dict:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    first_stage = get_preset(PRESET).first_stage.build().eval()
+    first_stage = get_preset(PRESET).first_stage_model.build().eval()
     z = torch.randn(num_frames, 4, LATENT_SIZE, LATENT_SIZE)
     before = current_rss_mb()
     start = time.perf_counter()

@@ -28,7 +28,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"  # the 
 GIB = 2**30
 BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}  # per parameter or activation value
 # svd's parameters per part (`minigen.presets.parameter_count` of `build_on_meta(get_preset("svd"))`)
-SVD_PARAMETERS = {"network": 1_524_623_082, "conditioner": 767_453_928, "first_stage": 97_742_775}
+SVD_PARAMETERS = {"network": 1_524_623_082, "conditioner": 767_453_928, "first_stage_model": 97_742_775}
 MEASURED = dict(frames=14, height=576, width=1024, steps=25)  # the settings of every svd row
 GPUS = {"24 GiB": 24, "40 GiB": 40, "80 GiB": 80}  # common GPU memory sizes, drawn in the widget
 
@@ -58,7 +58,7 @@ class SVDPlanner:
     device: str = ""
 
     def weights_gib(self, part: str, dtype: str) -> float:
-        bytes_per_parameter = 4 if part == "first_stage" else BYTES[dtype]  # the VAE stays float32
+        bytes_per_parameter = 4 if part == "first_stage_model" else BYTES[dtype]  # the VAE stays float32
         return self.parameters[part] * bytes_per_parameter / GIB
 
     def plan(self, frames: int = 14, height: int = 576, width: int = 1024, decoding_t: int = 14,
@@ -74,7 +74,7 @@ class SVDPlanner:
         unet = self.unet_gib_per_pixel * frames * pixels * BYTES[dtype] / 2
         decoder = self.decoder_gib_per_pixel * chunk * pixels
         network, conditioner, vae = (self.weights_gib(part, dtype)
-                                     for part in ("network", "conditioner", "first_stage"))
+                                     for part in ("network", "conditioner", "first_stage_model"))
         if offload:  # one module on the GPU at a time
             phases = {"sampling": (network, unet), "decoding": (vae, decoder)}
         else:
@@ -130,7 +130,7 @@ def fit(folder: Path = RESULTS, parameters: dict | None = None) -> SVDPlanner:
     rows = svd_rows(pipelines)
     full, chunked, offloaded = rows["defaults"], rows["decoding_t 2"], rows["decoding_t 2 + offload"]
     decoder_gib_per_pixel = (full["peak_gib"] - chunked["peak_gib"]) / ((14 - 2) * pixels)
-    weights = sum(parameters[part] * (4 if part == "first_stage" else 2) for part in parameters) / GIB
+    weights = sum(parameters[part] * (4 if part == "first_stage_model" else 2) for part in parameters) / GIB
     overhead = chunked["peak_gib"] - weights - decoder_gib_per_pixel * 2 * pixels
     unet_seconds_per_pixel = network_row["seconds"] / (MEASURED["frames"] * pixels)
     sampling_seconds = MEASURED["steps"] * network_row["seconds"]

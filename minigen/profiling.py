@@ -147,10 +147,10 @@ def video_unet_step(videos: int, frames: int = 8, latent_size: int = 8, checkpoi
 
 def video_decode(frames: int, decoding_t: int, latent_size: int = 8) -> Callable[[], None]:
     """Decoding `frames` latents with tiny_svd's temporal VAE decoder, `decoding_t` frames at a time."""
-    from .presets.first_stage import TINY
+    from .presets.first_stage import tiny_svd_vae
 
     torch.manual_seed(0)
-    first_stage = TINY["tiny_svd"]().build().eval()
+    first_stage = tiny_svd_vae().build().eval()
     z = torch.randn(frames, 4, latent_size, latent_size, generator=torch.Generator().manual_seed(0))
 
     def decode():

@@ -7,64 +7,14 @@ latents of the v reference views. Taught in notebook 04; corresponds to `Spatial
 the reference's `sgm/modules/diffusionmodules/video_model.py`.
 """
 
-from dataclasses import dataclass
+from functools import partial
 
 import torch
-from torch import nn
 
 from .multiview import MultiviewTransformer, ResBlockWithTime
-from .unet import UNetBackbone, UNetLayers
+from .resnet import ResBlock
+from .unet import UNetBackbone
 from .video import check_frames
-
-
-@dataclass
-class MultiviewLayers(UNetLayers):
-    """The UNet's layers for SV4D, with their time-mixing settings (the constructor's names)."""
-
-    time_block_merge_strategy: str = "fixed"
-    time_block_merge_factor: float = 0.5
-    motion_block_merge_factor: float = 0.5
-    time_kernel_size: int | list[int] = 3
-    extra_ff_mix_layer: bool = False
-    use_spatial_context: bool = False
-    time_context_dim: int | None = None
-    motion_context_dim: int | None = None
-    use_camera_emb: bool = False
-    use_3d_attention: bool = False
-    separate_motion_merge_factor: bool = False
-    adm_in_channels: int | None = None
-    disable_temporal_crossattention: bool = False
-    time_mix_legacy: bool = True
-    max_ddpm_temb_period: int = 10000
-    use_temporal_resblock: bool = True
-
-    def resblock(self, channels: int, out_channels: int | None = None, up: bool = False,
-                 down: bool = False) -> nn.Module:
-        if not self.use_temporal_resblock:
-            return super().resblock(channels, out_channels, up=up, down=down)
-        return ResBlockWithTime(
-            channels, self.time_embed_dim, self.dropout, time_kernel_size=self.time_kernel_size,
-            merge_strategy=self.time_block_merge_strategy, merge_factor=self.time_block_merge_factor,
-            out_channels=out_channels, use_scale_shift_norm=self.use_scale_shift_norm, dims=self.dims,
-            use_checkpoint=self.use_checkpoint, up=up, down=down, time_mix_legacy=self.time_mix_legacy,
-        )
-
-    def transformer(self, channels: int, num_heads: int, dim_head: int, depth: int,
-                    disable_self_attn: bool = False) -> nn.Module:
-        return MultiviewTransformer(
-            channels, num_heads, dim_head, depth=depth, dropout=self.dropout,
-            use_linear=self.use_linear_in_transformer, context_dim=self.context_dim,
-            use_spatial_context=self.use_spatial_context, use_camera_emb=self.use_camera_emb,
-            use_3d_attention=self.use_3d_attention,
-            separate_motion_merge_factor=self.separate_motion_merge_factor,
-            adm_in_channels=self.adm_in_channels, merge_strategy=self.time_block_merge_strategy,
-            merge_factor=self.time_block_merge_factor, merge_factor_motion=self.motion_block_merge_factor,
-            time_context_dim=self.time_context_dim, motion_context_dim=self.motion_context_dim,
-            ff_in=self.extra_ff_mix_layer, checkpoint=self.use_checkpoint,
-            attn_mode=self.spatial_transformer_attn_type, disable_self_attn=disable_self_attn,
-            disable_temporal_crossattention=self.disable_temporal_crossattention,
-            time_mix_legacy=self.time_mix_legacy, max_time_embed_period=self.max_ddpm_temb_period,
-        )
 
 
 class SpatialUNetModelWithTime(UNetBackbone):
@@ -74,84 +24,66 @@ class SpatialUNetModelWithTime(UNetBackbone):
     y `(b t v) adm_in_channels`, cond_view `(b v) c h' w'`, cond_motion `(b t) c h' w'`,
     num_video_frames (default t v), image_only_indicator `b (t v)`) -> `(b t v) out_channels h w`.
     As in the reference, cond_motion is checked but not read (the motion attention attends to
-    cond_view), and image_only_indicator only matters with time_mix_legacy.
+    cond_view), and image_only_indicator only matters with time_mix_legacy. This is the reference's variant
+    that every SV4D config uses (use_spatial_transformer and use_motion_attention on); the configs' keys that
+    change nothing here are taken and dropped by its preset (`minigen.presets.sv4d.SpatialUNetConfig`).
     """
 
     def __init__(
         self,
         in_channels: int,  # 8 = 4 noisy latent channels + 4 channels of the encoded input frame
-        model_channels: int,
-        out_channels: int,
-        num_res_blocks: int,
-        attention_resolutions,
-        dropout: float = 0.0,
-        channel_mult=(1, 2, 4, 8),
-        conv_resample: bool = True,
-        dims: int = 2,
-        num_classes: int | str | None = None,
-        use_checkpoint: bool = False,
-        num_heads: int = -1,
-        num_head_channels: int = -1,
-        num_heads_upsample: int = -1,  # unused, as in the reference
-        use_scale_shift_norm: bool = False,
-        resblock_updown: bool = False,
-        use_new_attention_order: bool = False,  # only for use_spatial_transformer=False, not supported
-        use_spatial_transformer: bool = False,  # must be True: the SV4D configs use transformers
-        transformer_depth: int | list[int] = 1,
-        transformer_depth_middle: int | None = None,
-        context_dim: int | None = None,
+        # as in UNetModel; transformer_depth_middle: the middle transformer's depth (None: the innermost level's)
+        model_channels: int, out_channels: int, num_res_blocks: int, attention_resolutions,
+        dropout: float = 0.0, channel_mult=(1, 2, 4, 8), conv_resample: bool = True, dims: int = 2,
+        num_classes: int | str | None = None, use_checkpoint: bool = False, num_heads: int = -1,
+        num_head_channels: int = 64, use_scale_shift_norm: bool = False, resblock_updown: bool = False,
+        transformer_depth: int | list[int] = 1, transformer_depth_middle: int | None = None,
+        context_dim: int = 1024,  # one CLIP image token per time frame
         time_downup: bool = False,
-        time_context_dim: int | None = None,
-        view_context_dim: int | None = None,  # unused, as in the reference
-        motion_context_dim: int | None = None,  # channels of cond_view, which the motion attention reads
-        extra_ff_mix_layer: bool = False,  # a feed-forward at the start of each view / motion block
-        use_spatial_context: bool = False,  # view attention cross-attends with context_dim
+        time_context_dim: int | None = None,  # view attention's context without use_spatial_context
+        motion_context_dim: int = 4,  # channels of cond_view, which the motion attention reads (latents: 4)
+        extra_ff_mix_layer: bool = False,  # no effect, as in VideoUNet: the view and motion blocks always have it
+        use_spatial_context: bool = True,  # view attention sized for context (False: for time_context_dim)
         time_block_merge_strategy: str = "fixed",  # how spatial and temporal results blend (AlphaBlender)
         time_block_merge_factor: float = 0.5,
-        view_block_merge_factor: float = 0.5,  # unused, as in the reference
         motion_block_merge_factor: float = 0.5,  # initial weight of the motion blend (separate factor)
         spatial_transformer_attn_type: str = "softmax",
         time_kernel_size: int | list[int] = 3,  # kernel of the temporal ResBlocks, e.g. [3, 1, 1]
         use_linear_in_transformer: bool = False,
-        legacy: bool = True,  # changes head sizes only without use_spatial_transformer: no effect here
         adm_in_channels: int | None = None,
-        use_temporal_resblock: bool = True,
+        use_temporal_resblock: bool = True,  # False: plain ResBlocks, no temporal convolution
         disable_temporal_crossattention: bool = False,
         time_mix_legacy: bool = True,  # older checkpoints' blend layout and formula (multiview.py)
         max_ddpm_temb_period: int = 10000,  # max_period of the view and frame index embeddings
-        # quirk: the official configs set replicate_time_mix_bug, but the reference switched its branch
-        # off (`if False`), so it changes nothing; accepted so the configs' values load as they are
-        replicate_time_mix_bug: bool = False,
-        use_motion_attention: bool = False,  # must be True: attention across time frames (all SV4D models)
         use_camera_emb: bool = False,  # SV4D 2.0: view embedding from the embedding vector (camera angles)
         use_3d_attention: bool = False,  # SV4D 2.0 (4 views): the view attention's layout, see multiview.py
         separate_motion_merge_factor: bool = False,  # SV4D 2.0: motion attention has its own AlphaBlender
     ):
-        check_supported(use_spatial_transformer, use_motion_attention, context_dim)
-        if use_camera_emb and adm_in_channels != 4 * model_channels:
-            raise ValueError(f"use_camera_emb embeds the UNet's embedding vector (4 x model_channels = "
-                             f"{4 * model_channels} numbers), so adm_in_channels must be "
-                             f"{4 * model_channels}, got {adm_in_channels}.")
-        layers = MultiviewLayers(
-            time_embed_dim=4 * model_channels, dropout=dropout, dims=dims, use_checkpoint=use_checkpoint,
-            use_scale_shift_norm=use_scale_shift_norm, conv_resample=conv_resample,
-            resblock_updown=resblock_updown, context_dim=context_dim,
-            use_linear_in_transformer=use_linear_in_transformer,
-            spatial_transformer_attn_type=spatial_transformer_attn_type, time_downup=time_downup,
-            time_block_merge_strategy=time_block_merge_strategy,
-            time_block_merge_factor=time_block_merge_factor,
-            motion_block_merge_factor=motion_block_merge_factor, time_kernel_size=time_kernel_size,
-            extra_ff_mix_layer=extra_ff_mix_layer, use_spatial_context=use_spatial_context,
-            time_context_dim=time_context_dim, motion_context_dim=motion_context_dim,
-            use_camera_emb=use_camera_emb, use_3d_attention=use_3d_attention,
+        check_arguments(context_dim, use_camera_emb, adm_in_channels, model_channels)
+        per_image = dict(emb_channels=4 * model_channels, dropout=dropout, use_scale_shift_norm=use_scale_shift_norm,
+                         dims=dims, use_checkpoint=use_checkpoint)
+        resblock = partial(ResBlock, **per_image)
+        if use_temporal_resblock:
+            resblock = partial(ResBlockWithTime, time_kernel_size=time_kernel_size, time_mix_legacy=time_mix_legacy,
+                               merge_strategy=time_block_merge_strategy, merge_factor=time_block_merge_factor,
+                               **per_image)
+        transformer = partial(
+            MultiviewTransformer, dropout=dropout, use_linear=use_linear_in_transformer, context_dim=context_dim,
+            use_spatial_context=use_spatial_context, use_camera_emb=use_camera_emb, use_3d_attention=use_3d_attention,
             separate_motion_merge_factor=separate_motion_merge_factor, adm_in_channels=adm_in_channels,
-            disable_temporal_crossattention=disable_temporal_crossattention, time_mix_legacy=time_mix_legacy,
-            max_ddpm_temb_period=max_ddpm_temb_period, use_temporal_resblock=use_temporal_resblock,
+            merge_strategy=time_block_merge_strategy, merge_factor=time_block_merge_factor,
+            merge_factor_motion=motion_block_merge_factor, time_context_dim=time_context_dim,
+            motion_context_dim=motion_context_dim, ff_in=extra_ff_mix_layer, checkpoint=use_checkpoint,
+            attn_mode=spatial_transformer_attn_type, disable_temporal_crossattention=disable_temporal_crossattention,
+            time_mix_legacy=time_mix_legacy, max_time_embed_period=max_ddpm_temb_period,
         )
         super().__init__(
-            layers, in_channels, model_channels, out_channels, num_res_blocks, attention_resolutions,
-            channel_mult, num_classes, adm_in_channels, num_heads, num_head_channels, transformer_depth,
-            transformer_depth_middle=transformer_depth_middle,
+            resblock=resblock, transformer=transformer, in_channels=in_channels, model_channels=model_channels,
+            out_channels=out_channels, num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
+            channel_mult=channel_mult, num_heads=num_heads, num_head_channels=num_head_channels,
+            transformer_depth=transformer_depth, transformer_depth_middle=transformer_depth_middle,
+            num_classes=num_classes, adm_in_channels=adm_in_channels, context_dim=context_dim, dims=dims,
+            conv_resample=conv_resample, resblock_updown=resblock_updown, time_downup=time_downup,
         )
         self.use_camera_emb = use_camera_emb  # SV4D 2.0's networks have it, SV4D's not: the pipelines check
 
@@ -191,12 +123,13 @@ class SpatialUNetModelWithTime(UNetBackbone):
         return frames, views
 
 
-def check_supported(use_spatial_transformer: bool, use_motion_attention: bool, context_dim) -> None:
-    """minigen implements the configuration every SV4D model uses: transformers with motion attention."""
-    if not (use_spatial_transformer and use_motion_attention):
-        raise ValueError("SpatialUNetModelWithTime is implemented for use_spatial_transformer=True and "
-                         "use_motion_attention=True, the settings of every SV4D / SV4D 2.0 config; the "
-                         "reference's other variants were never released with weights.")
+def check_arguments(context_dim: int | None, use_camera_emb: bool, adm_in_channels: int | None,
+                    model_channels: int) -> None:
+    """The two settings SpatialUNetModelWithTime cannot build without, checked with a message that says why."""
     if context_dim is None:
         raise ValueError("SpatialUNetModelWithTime needs context_dim, the size of the CLIP image token "
                          "(1024).")
+    if use_camera_emb and adm_in_channels != 4 * model_channels:
+        raise ValueError(f"use_camera_emb embeds the UNet's embedding vector (4 x model_channels = "
+                         f"{4 * model_channels} numbers), so adm_in_channels must be "
+                         f"{4 * model_channels}, got {adm_in_channels}.")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import LoadReport, load_checkpoint
-from ..presets import PART_PREFIXES, TRAINED_WEIGHTS, get_preset, trained_weights_path
+from ..presets import TRAINED_WEIGHTS, get_preset, trained_weights_path
 
 # conditioning entries handed to the network as keyword inputs besides context / y / concat (SV4D)
 MULTIVIEW_KEYS = ("cond_view", "cond_motion")
@@ -32,18 +32,21 @@ class NetworkWrapper(nn.Module):
         self.diffusion_model = diffusion_model
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict, **extra) -> torch.Tensor:
+        """The UNet on x (with cond's concat stacked on), c_noise and the rest of cond, in the network's dtype."""
         dtype = next(self.diffusion_model.parameters()).dtype
-
-        def cast(value):
-            return value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-
         network_input = x
         if "concat" in cond:
             network_input = torch.cat([x, cond["concat"].to(x.dtype)], dim=1)  # (b t) (c + c_concat) h w
-        views = {key: cast(cond[key]) for key in MULTIVIEW_KEYS if key in cond}
-        output = self.diffusion_model(cast(network_input), timesteps=cast(c_noise), context=cast(cond.get("crossattn")),
-                                      y=cast(cond.get("vector")), **views, **{k: cast(v) for k, v in extra.items()})
+        inputs = {"timesteps": c_noise, "context": cond.get("crossattn"), "y": cond.get("vector"),
+                  **{key: cond[key] for key in MULTIVIEW_KEYS if key in cond}, **extra}
+        output = self.diffusion_model(to_floating_dtype(network_input, dtype),
+                                      **{key: to_floating_dtype(value, dtype) for key, value in inputs.items()})
         return output.to(x.dtype)
+
+
+def to_floating_dtype(value, dtype: torch.dtype):
+    """`value` in `dtype` if it is a floating tensor; anything else (integers, None, frame counts) as it is."""
+    return value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
 
 
 class DiffusionEngine(nn.Module):
@@ -59,6 +62,7 @@ class DiffusionEngine(nn.Module):
 
     @property
     def network(self) -> nn.Module:
+        """The UNet (the checkpoint's `model.diffusion_model`)."""
         return self.model.diffusion_model
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict, **extra) -> torch.Tensor:
@@ -78,16 +82,13 @@ class DiffusionEngine(nn.Module):
         `meta=True` builds it on the meta device: shapes only, no memory (for inspection).
         """
         preset = get_preset(name)
-        missing = [part for part in PART_PREFIXES if getattr(preset, part) is None and part != "conditioner"]
-        if missing:
-            raise ValueError(f"Preset {name!r} has no {', '.join(missing)} part; it cannot make an engine.")
         if not meta and name in TRAINED_WEIGHTS and weights in (None, "default"):
             return cls.course_model(name, device, dtype)
         weights = None if meta else resolve_weights(weights)
         target = "meta" if (meta or weights is not None) else device
         with torch.device(target), torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            engine = cls(**{_argument(part): config.build() for part, config in preset.parts().items()})
+            engine = cls(**{part: config.build() for part, config in preset.parts().items()})
         if weights is not None:
             engine.load(weights, device=device, dtype=dtype)
         elif not meta and dtype is not None:
@@ -114,6 +115,7 @@ class DiffusionEngine(nn.Module):
         return cls.from_preset(preset, device=device, dtype=dtype, weights=Path(path))
 
     def load(self, path, device="cpu", dtype: torch.dtype | None = None, strict: bool = True) -> LoadReport:
+        """Fill the engine from a safetensors file (strict: every key present and no other); returns the report."""
         return load_checkpoint(self, path, strict=strict, dtype=dtype, device=device)
 
 
@@ -124,7 +126,3 @@ def resolve_weights(weights) -> Path | None:
         return None
     return Path(weights)
 
-
-def _argument(part: str) -> str:
-    """Preset part name -> DiffusionEngine constructor argument."""
-    return {"first_stage": "first_stage_model"}.get(part, part)

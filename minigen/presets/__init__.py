@@ -1,28 +1,88 @@
-"""Presets: the architectures of every official model and of small course versions, as plain data.
+"""Presets: the architecture of every official model and of the small course versions, in one table.
 
-A model preset gathers up to four parts, each a dataclass whose fields are the official
-constructor's keyword arguments and whose `build()` returns the minigen module:
-`network` (model.diffusion_model), `first_stage` (first_stage_model), `conditioner` and `denoiser`.
-The parts live in one file per area (`networks.py`, `first_stage.py`, ...), which register them
-with `register_part`; `get_preset(name)` assembles them. Official presets also name the manifest
-(`../shared/reference/manifests/<name>.json.gz`) whose keys and shapes they must reproduce.
+`PRESETS` has one row per model: whether it is an official model, then for each of its four parts the
+function that returns the part's config, a dataclass whose fields are the official constructor's keyword
+arguments and whose `build()` returns the minigen module. The parts are named as `DiffusionEngine`'s
+arguments, after the official checkpoint's key prefixes (`PART_PREFIXES`); the functions live in one file
+per part: `networks.py` and `sv4d.py` (network), `first_stage.py` (first_stage_model), `conditioners.py`
+and `denoisers.py`. `get_preset(name)` calls them. An official preset builds exactly the keys and shapes
+of its checkpoint (the manifests that `minigen.checkpoint` reads; `tests/test_engine.py` compares them all).
 """
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-# official checkpoint key prefix of each part
+from . import conditioners, denoisers, first_stage, networks, sv4d
+
+# official checkpoint key prefix of each part, under the part's name in DiffusionEngine
 PART_PREFIXES = {
     "network": "model.diffusion_model.",
-    "first_stage": "first_stage_model.",
+    "first_stage_model": "first_stage_model.",
     "conditioner": "conditioner.",
     "denoiser": "denoiser.",
+}
+
+
+class PresetRow(NamedTuple):
+    """One row of PRESETS: whether the model is official, then the function that makes each part's config."""
+
+    official: bool
+    network: Callable[[], object]
+    first_stage_model: Callable[[], object]
+    conditioner: Callable[[], object]
+    denoiser: Callable[[], object]
+
+
+PRESETS = {
+    # name: PresetRow(official, network, first_stage_model, conditioner, denoiser)
+    "sd_2_1": PresetRow(True, networks.sd_2_1, first_stage.sd_vae, conditioners.sd_2_1, denoisers.discrete_eps),
+    # the same model trained at 768 px to predict v: only the denoiser's scaling differs
+    "sd_2_1_768": PresetRow(True, networks.sd_2_1, first_stage.sd_vae, conditioners.sd_2_1, denoisers.discrete_v),
+    "sd_xl_base": PresetRow(True, networks.sd_xl_base, first_stage.sdxl_vae, conditioners.sd_xl_base,
+                            denoisers.discrete_eps),
+    "sd_xl_refiner": PresetRow(True, networks.sd_xl_refiner, first_stage.sdxl_vae, conditioners.sd_xl_refiner,
+                               denoisers.discrete_eps),
+    # SDXL base distilled: the same architecture (its checkpoint has no manifest of its own)
+    "sd_xl_turbo": PresetRow(True, networks.sd_xl_base, first_stage.sdxl_vae, conditioners.sd_xl_base,
+                             denoisers.discrete_eps),
+    "svd": PresetRow(True, networks.svd, first_stage.svd_vae, conditioners.svd, denoisers.continuous_v),
+    # SVD-XT and 1.1: the same architecture, fine-tuned for 25 frames
+    "svd_xt": PresetRow(True, networks.svd, first_stage.svd_vae, conditioners.svd, denoisers.continuous_v),
+    "svd_xt_1_1": PresetRow(True, networks.svd, first_stage.svd_vae, conditioners.svd, denoisers.continuous_v),
+    # SVD with the image decoder of SD 2.1 instead of the temporal one
+    "svd_image_decoder": PresetRow(True, networks.svd, first_stage.sd_vae, conditioners.svd, denoisers.continuous_v),
+    "svd_xt_image_decoder": PresetRow(True, networks.svd, first_stage.sd_vae, conditioners.svd,
+                                      denoisers.continuous_v),
+    # SV3D and SV4D: the checkpoints hold only the image decoder; decoding_t of the sampling scripts
+    "sv3d_u": PresetRow(True, networks.sv3d_u, partial(first_stage.decoder_only_vae, 14),
+                        partial(conditioners.sv3d, cameras=False), denoisers.continuous_v),
+    "sv3d_p": PresetRow(True, networks.sv3d_p, partial(first_stage.decoder_only_vae, 14),
+                        partial(conditioners.sv3d, cameras=True), denoisers.continuous_v),
+    "sv4d": PresetRow(True, sv4d.sv4d, partial(first_stage.decoder_only_vae, 7),
+                      partial(conditioners.sv4d, n_time=5, n_view=8), denoisers.continuous_v),
+    "sv4d2": PresetRow(True, sv4d.sv4d2, partial(first_stage.decoder_only_vae, 8),
+                       partial(conditioners.sv4d, n_time=12, n_view=4), denoisers.continuous_v),
+    "sv4d2_8views": PresetRow(True, sv4d.sv4d2_8views, partial(first_stage.decoder_only_vae, 8),
+                              partial(conditioners.sv4d, n_time=5, n_view=8), denoisers.continuous_v),
+    # ---- course models: the same code paths, small enough to train and run on a laptop CPU ----
+    "tiny_sd": PresetRow(False, networks.tiny_sd, first_stage.tiny_sd_vae, conditioners.tiny_sd,
+                         denoisers.discrete_eps),
+    "tiny_sdxl": PresetRow(False, networks.tiny_sdxl, first_stage.tiny_sdxl_vae, conditioners.tiny_sdxl,
+                           denoisers.discrete_eps),
+    "tiny_svd": PresetRow(False, networks.tiny_svd, first_stage.tiny_svd_vae, conditioners.tiny_svd,
+                          denoisers.continuous_v),
+    "tiny_sv3d": PresetRow(False, networks.tiny_sv3d, partial(first_stage.tiny_decoder_only_vae, None),
+                           conditioners.tiny_sv3d, denoisers.continuous_v),
+    "tiny_sv4d": PresetRow(False, sv4d.tiny_sv4d, partial(first_stage.tiny_decoder_only_vae, 7),
+                           conditioners.tiny_sv4d, denoisers.continuous_v),
+    "tiny_sv4d2": PresetRow(False, sv4d.tiny_sv4d2, partial(first_stage.tiny_decoder_only_vae, 8),
+                            conditioners.tiny_sv4d2, denoisers.continuous_v),
 }
 
 # course presets whose trained weights are committed in data/ (made by `python -m minigen.train RECIPE`, see
@@ -34,64 +94,39 @@ TRAINED_WEIGHTS = (
 )
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # the repository's data/ folder: assets and course weights
 
-_PARTS: dict[str, dict[str, Callable[[], object]]] = {part: {} for part in PART_PREFIXES}
-_OFFICIAL: set[str] = set()
-
-
-def register_part(part: str, name: str, config_factory: Callable[[], object], official: bool = False) -> None:
-    """Register the config of one part (`network`, `first_stage`, `conditioner`) of preset `name`.
-
-    `config_factory()` returns a dataclass with a `build()` method; it is a factory so that
-    importing the presets costs nothing and every caller gets a fresh, editable config.
-    """
-    if part not in _PARTS:
-        raise ValueError(f"Unknown preset part {part!r}; expected one of {sorted(_PARTS)}.")
-    _PARTS[part][name] = config_factory
-    if official:
-        _OFFICIAL.add(name)
-
 
 @dataclass
 class ModelPreset:
-    """The parts of one model; a part a later issue has not implemented yet is None."""
+    """The configs of one model's parts, fresh from its row of PRESETS: edit them, then `build()` each."""
 
     name: str
-    network: object | None = None
-    first_stage: object | None = None
-    conditioner: object | None = None
-    denoiser: object | None = None
-
-    @property
-    def official(self) -> bool:
-        return self.name in _OFFICIAL
+    official: bool
+    network: object
+    first_stage_model: object
+    conditioner: object
+    denoiser: object
 
     def parts(self) -> dict[str, object]:
-        return {part: getattr(self, part) for part in PART_PREFIXES if getattr(self, part) is not None}
-
-
-def _load_part_modules() -> None:
-    """Import every file of this package: each registers its parts on import."""
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
+        """{part name: config}, named as DiffusionEngine's arguments: `DiffusionEngine(**built parts)`."""
+        return {part: getattr(self, part) for part in PART_PREFIXES}
 
 
 def preset_names() -> list[str]:
-    _load_part_modules()
-    return sorted({name for table in _PARTS.values() for name in table})
+    """Every preset, official and course, sorted."""
+    return sorted(PRESETS)
 
 
 def official_preset_names() -> list[str]:
-    _load_part_modules()
-    return sorted(_OFFICIAL)
+    """The presets of official models (each has an official checkpoint to load), sorted."""
+    return sorted(name for name, row in PRESETS.items() if row.official)
 
 
 def get_preset(name: str) -> ModelPreset:
-    """The preset called `name` (see `preset_names()`), with a fresh config for each part it has."""
-    names = preset_names()
-    if name not in names:
-        raise ValueError(f"Unknown preset {name!r}. Valid presets: {', '.join(names)}.")
-    return ModelPreset(name, **{part: table[name]() for part, table in _PARTS.items() if name in table})
+    """The preset called `name` (see `preset_names()`), with a fresh config for each part."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}. Valid presets: {', '.join(preset_names())}.")
+    row = PRESETS[name]
+    return ModelPreset(name, row.official, **{part: getattr(row, part)() for part in PART_PREFIXES})
 
 
 def build_on_meta(preset: ModelPreset) -> dict[str, nn.Module]:
@@ -111,6 +146,7 @@ def state_dict_table(name: str) -> dict[str, dict]:
 
 
 def parameter_count(module: nn.Module) -> int:
+    """The number of numbers in `module`'s parameters (buffers not counted)."""
     return sum(p.numel() for p in module.parameters())
 
 

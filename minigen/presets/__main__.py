@@ -8,6 +8,7 @@ from . import preset_names, state_dict_table
 
 
 def main(argv=None) -> int:
+    """Run the command in `argv` (default: the command line); 0 on success, 2 for an unknown preset."""
     parser = argparse.ArgumentParser(prog="python -m minigen.presets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="print the preset names, one a line")

@@ -26,7 +26,6 @@ from minigen.conditioning import (
 )
 from minigen.diffusion.training import ZeroSampler
 
-from . import register_part
 from .first_stage import TINY_DDCONFIG, DDConfig, FirstStageConfig
 
 
@@ -60,6 +59,8 @@ class EmbedderConfig:
 
 @dataclass
 class ConditionerConfig:
+    """The configs' `conditioner_config`: its embedders in `emb_models` order, which numbers their keys."""
+
     emb_models: list[EmbedderConfig]
 
     def build(self) -> GeneralConditioner:
@@ -87,6 +88,7 @@ IGNORED_PARAMS = ("version", "device", "freeze", "max_length")
 
 
 def embedder_from_reference(row: dict) -> EmbedderConfig:
+    """One reference `emb_models` row: its embedder (see part_from_reference) and its routing keys."""
     routing = {key: row[key] for key in ("input_key", "is_trainable", "ucg_rate", "legacy_ucg_value") if key in row}
     if "input_keys" in row:
         routing["input_keys"] = tuple(row["input_keys"])
@@ -229,25 +231,6 @@ def sv4d(n_time: int, n_view: int, clip_arch: str = "ViT-H-14", ddconfig: DDConf
     ])
 
 
-OFFICIAL = {
-    "sd_2_1": sd_2_1,
-    "sd_2_1_768": sd_2_1,
-    "sd_xl_base": sd_xl_base,
-    "sd_xl_refiner": sd_xl_refiner,
-    "sd_xl_turbo": sd_xl_base,  # the same conditioner as SDXL base
-    "svd": svd,
-    "svd_xt": svd,
-    "svd_xt_1_1": svd,
-    "svd_image_decoder": svd,
-    "svd_xt_image_decoder": svd,
-    "sv3d_u": lambda: sv3d(cameras=False),
-    "sv3d_p": lambda: sv3d(cameras=True),
-    "sv4d": lambda: sv4d(n_time=5, n_view=8),  # N_TIME, N_VIEW of the config; N_FRAMES = 40
-    "sv4d2": lambda: sv4d(n_time=12, n_view=4),  # N_FRAMES = 48
-    "sv4d2_8views": lambda: sv4d(n_time=5, n_view=8),
-}
-
-
 # ---------------------------------------------------------------- tiny course conditioners
 # Small enough to run on a laptop CPU: the sizes match the tiny networks' context_dim (32) and
 # adm_in_channels (tiny_sdxl 32, tiny_svd 24, tiny_sv3d and tiny_sv4d* 40).
@@ -275,24 +258,33 @@ def tiny(official: ConditionerConfig) -> ConditionerConfig:
     return official
 
 
+def tiny_sd() -> ConditionerConfig:
+    """SD 2.1's conditioner with a 2-layer text tower: crossattn 77 x 32."""
+    return tiny(sd_2_1("minigen-tiny-text-h"))
+
+
 def tiny_sdxl() -> ConditionerConfig:
     """crossattn 16 + 16 = 32; vector 8 (pooled) + 3 x 2 x 4 (sizes) = 32."""
-    return ConditionerConfig([clip_l_text(**TINY_CLIP_L), open_clip_text("minigen-tiny-text-bigg"),
-                              *(scalar(key, 4) for key in SDXL_SIZE_KEYS)])
+    return tiny(ConditionerConfig([clip_l_text(**TINY_CLIP_L), open_clip_text("minigen-tiny-text-bigg"),
+                                   *(scalar(key, 4) for key in SDXL_SIZE_KEYS)]))
 
 
-TINY = {
-    "tiny_sd": lambda: tiny(sd_2_1("minigen-tiny-text-h")),
-    "tiny_sdxl": lambda: tiny(tiny_sdxl()),
-    "tiny_svd": lambda: tiny(svd("minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8)),
-    "tiny_sv3d": lambda: tiny(sv3d(True, "minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8)),
-    # SV4D's 8 views (the script subsamples 8 of SV3D's 21) and SV4D 2.0's 4, with 3 time frames instead of 5 / 12
-    "tiny_sv4d": lambda: tiny(sv4d(3, 8, "minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8)),
-    # vector 8 + 2 x 60 = 128 = 4 x model_channels, as tiny_sv4d2's use_camera_emb network needs
-    "tiny_sv4d2": lambda: tiny(sv4d(3, 4, "minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8, camera_outdim=60)),
-}
+def tiny_svd() -> ConditionerConfig:
+    """SVD's conditioner with the tiny image tower and VAE: vector 3 x 8 = 24."""
+    return tiny(svd("minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8))
 
-for _name, _factory in OFFICIAL.items():
-    register_part("conditioner", _name, _factory, official=True)
-for _name, _factory in TINY.items():
-    register_part("conditioner", _name, _factory)
+
+def tiny_sv3d() -> ConditionerConfig:
+    """SV3D_p's conditioner with the tiny image tower and VAE: vector 8 + 2 x 16 = 40."""
+    return tiny(sv3d(True, "minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8))
+
+
+def tiny_sv4d() -> ConditionerConfig:
+    """SV4D's 8 views (the script subsamples 8 of SV3D's 21) with 3 time frames instead of 5: vector 40."""
+    return tiny(sv4d(3, 8, "minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8))
+
+
+def tiny_sv4d2() -> ConditionerConfig:
+    """SV4D 2.0's 4 views with 3 time frames instead of 12; vector 8 + 2 x 60 = 128 = 4 x model_channels, as
+    tiny_sv4d2's use_camera_emb network needs."""
+    return tiny(sv4d(3, 4, "minigen-tiny-vit", replace(TINY_DDCONFIG), outdim=8, camera_outdim=60))

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 from minigen.diffusion import Denoiser, DiscreteDenoiser, LegacyDDPMDiscretization, by_name
 
-from . import register_part
-
 
 @dataclass
 class DenoiserConfig:
+    """The configs' `denoiser_config`: the preconditioning (scaling) and, for discrete models, the noise levels."""
+
     scaling: str = "VScalingWithEDMcNoise"  # a minigen.diffusion.scaling class name
     num_idx: int | None = None  # discrete models: number of training noise levels; None: continuous
 
@@ -25,23 +25,20 @@ class DenoiserConfig:
 
 
 def discrete(scaling: str) -> DenoiserConfig:
+    """A DiscreteDenoiser over the 1000 DDPM noise levels the model was trained on."""
     return DenoiserConfig(scaling=scaling, num_idx=1000)
 
 
-OFFICIAL = {
-    "sd_2_1": lambda: discrete("EpsScaling"),
-    "sd_2_1_768": lambda: discrete("VScaling"),
-    **{name: (lambda: discrete("EpsScaling")) for name in ("sd_xl_base", "sd_xl_refiner", "sd_xl_turbo")},
-    **{name: DenoiserConfig for name in ("svd", "svd_xt", "svd_xt_1_1", "svd_image_decoder", "svd_xt_image_decoder",
-                                         "sv3d_u", "sv3d_p", "sv4d", "sv4d2", "sv4d2_8views")},
-}
-TINY = {
-    "tiny_sd": lambda: discrete("EpsScaling"),
-    "tiny_sdxl": lambda: discrete("EpsScaling"),
-    **{name: DenoiserConfig for name in ("tiny_svd", "tiny_sv3d", "tiny_sv4d", "tiny_sv4d2")},
-}
+def discrete_eps() -> DenoiserConfig:
+    """SD 2.1 (512 px) and SDXL: the network predicts the noise."""
+    return discrete("EpsScaling")
 
-for _name, _factory in OFFICIAL.items():
-    register_part("denoiser", _name, _factory, official=True)
-for _name, _factory in TINY.items():
-    register_part("denoiser", _name, _factory)
+
+def discrete_v() -> DenoiserConfig:
+    """SD 2.1 768: the network predicts v."""
+    return discrete("VScaling")
+
+
+def continuous_v() -> DenoiserConfig:
+    """SVD, SV3D and SV4D: v-prediction with EDM's c_noise, on a continuous sigma."""
+    return DenoiserConfig()

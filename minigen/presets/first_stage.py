@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass, field, replace
 from minigen.nn.autoencoder import AutoencoderKL, Decoder, Encoder, VideoDecoder
 from minigen.nn.codec import SCALE_FACTORS
 
-from . import register_part
-
 
 @dataclass
 class DDConfig:
@@ -33,6 +31,8 @@ class DDConfig:
 
 @dataclass
 class FirstStageConfig:
+    """The configs' `first_stage_config` and the engine's codec options: which VAE, and how it is called."""
+
     ddconfig: DDConfig = field(default_factory=DDConfig)
     embed_dim: int | None = 4  # AutoencoderKL's quant convs; None for AutoencodingEngine (SVD, SV3D, SV4D)
     encoder_target: str | None = "Encoder"  # None where the config says torch.nn.Identity (decoder only)
@@ -116,31 +116,13 @@ def decoder_only_vae(en_and_decode_n_samples_a_time: int | None) -> FirstStageCo
                             en_and_decode_n_samples_a_time=en_and_decode_n_samples_a_time)
 
 
-OFFICIAL = {
-    "sd_2_1": sd_vae,
-    "sd_2_1_768": sd_vae,
-    "sd_xl_base": sdxl_vae,
-    "sd_xl_refiner": sdxl_vae,
-    "sd_xl_turbo": sdxl_vae,  # same weights layout as base (no manifest of its own)
-    "svd": svd_vae,
-    "svd_xt": svd_vae,
-    "svd_xt_1_1": svd_vae,
-    "svd_image_decoder": sd_vae,
-    "svd_xt_image_decoder": sd_vae,
-    "sv3d_u": lambda: decoder_only_vae(14),  # the sampling script's decoding_t
-    "sv3d_p": lambda: decoder_only_vae(14),
-    "sv4d": lambda: decoder_only_vae(7),  # en_and_decode_n_samples_a_time in the config
-    "sv4d2": lambda: decoder_only_vae(8),
-    "sv4d2_8views": lambda: decoder_only_vae(8),
-}
-
-
 # --- tiny course versions: same layouts, 8x downsampling, a few hundred thousand parameters ----------
 
 TINY_DDCONFIG = DDConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, resolution=64)
 
 
 def tiny(official: FirstStageConfig, **changes) -> FirstStageConfig:
+    """`official`'s layout with the tiny ddconfig (and `changes`)."""
     return replace(official, ddconfig=replace(TINY_DDCONFIG), **changes)
 
 
@@ -149,16 +131,22 @@ def tiny(official: FirstStageConfig, **changes) -> FirstStageConfig:
 # 2.136, so 1 / 2.136 gives the diffusion model unit-variance latents, as 0.18215 does for the SD VAE.
 WORLDS_SCALE_FACTOR = 0.468
 
-TINY = {
-    "tiny_sd": lambda: tiny(sd_vae()),
-    "tiny_sdxl": lambda: tiny(sdxl_vae()),
-    "tiny_svd": lambda: tiny(svd_vae(), en_and_decode_n_samples_a_time=None, scale_factor=WORLDS_SCALE_FACTOR),
-    "tiny_sv3d": lambda: tiny(decoder_only_vae(None), scale_factor=WORLDS_SCALE_FACTOR),
-    "tiny_sv4d": lambda: tiny(decoder_only_vae(7), scale_factor=WORLDS_SCALE_FACTOR),
-    "tiny_sv4d2": lambda: tiny(decoder_only_vae(8), scale_factor=WORLDS_SCALE_FACTOR),
-}
 
-for _name, _factory in OFFICIAL.items():
-    register_part("first_stage", _name, _factory, official=True)
-for _name, _factory in TINY.items():
-    register_part("first_stage", _name, _factory)
+def tiny_sd_vae() -> FirstStageConfig:
+    """tiny_sd's VAE: SD's layout."""
+    return tiny(sd_vae())
+
+
+def tiny_sdxl_vae() -> FirstStageConfig:
+    """tiny_sdxl's VAE: SDXL's layout and scale factor."""
+    return tiny(sdxl_vae())
+
+
+def tiny_svd_vae() -> FirstStageConfig:
+    """tiny_svd's VAE: the worlds VAE with SVD's temporal decoder, decoding all frames at once."""
+    return tiny(svd_vae(), en_and_decode_n_samples_a_time=None, scale_factor=WORLDS_SCALE_FACTOR)
+
+
+def tiny_decoder_only_vae(en_and_decode_n_samples_a_time: int | None) -> FirstStageConfig:
+    """tiny_sv3d's and tiny_sv4d*'s VAE: the worlds VAE's image decoder, as their official models have."""
+    return tiny(decoder_only_vae(en_and_decode_n_samples_a_time), scale_factor=WORLDS_SCALE_FACTOR)

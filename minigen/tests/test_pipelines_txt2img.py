@@ -51,7 +51,7 @@ def tiny_refiner() -> TextToImagePipeline:
     parts = get_preset("tiny_sdxl")
     torch.manual_seed(1)
     engine = DiffusionEngine(replace(tiny_sdxl(), adm_in_channels=28, context_dim=16).build(), parts.denoiser.build(),
-                             conditioner.build(), parts.first_stage.build()).eval().requires_grad_(False)
+                             conditioner.build(), parts.first_stage_model.build()).eval().requires_grad_(False)
     defaults = replace(TextToImagePipeline.DEFAULTS["sd_xl_refiner"], size=64, num_steps=4)
     return perturbed(TextToImagePipeline(engine, defaults))
 

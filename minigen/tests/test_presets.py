@@ -9,13 +9,19 @@ import sys
 import pytest
 import torch
 
+from minigen.nn.sv4d_unet import SpatialUNetModelWithTime
+from minigen.nn.unet import UNetModel
+from minigen.nn.video_unet import VideoUNet
 from minigen.pipelines import SVDPipeline
 from minigen.presets import (
     PART_PREFIXES,
+    PRESETS,
     build_on_meta,
     get_preset,
     networks,
+    official_preset_names,
     parameter_count,
+    preset_names,
     state_dict_table,
     sv4d,
 )
@@ -30,7 +36,7 @@ def manifest_network(name: str) -> tuple[dict, int]:
     return shapes, manifest(name)["param_counts"]["model.diffusion_model"]
 
 
-@pytest.mark.parametrize("name", sorted({**networks.OFFICIAL, **sv4d.OFFICIAL}))
+@pytest.mark.parametrize("name", official_preset_names())
 def test_official_network_reproduces_the_checkpoint_layout(name):
     preset = get_preset(name)
     assert preset.official
@@ -43,18 +49,50 @@ def test_official_network_reproduces_the_checkpoint_layout(name):
     assert parameter_count(network) == parameters
 
 
-@pytest.mark.parametrize("config_class", [networks.UNetConfig, networks.VideoUNetConfig])
-def test_config_fields_are_the_constructor_arguments(config_class):
+@pytest.mark.parametrize("config_class", [networks.UNetConfig, networks.VideoUNetConfig, sv4d.SpatialUNetConfig])
+def test_config_fields_are_the_constructor_arguments_and_the_inert_reference_keys(config_class):
     network_class = inspect.signature(config_class.build).return_annotation
     parameters = inspect.signature(network_class).parameters
-    fields = {field.name: field.default for field in dataclasses.fields(config_class)}
-    assert list(fields) == list(parameters)
-    for name, default in fields.items():
+    fields = dataclasses.fields(config_class)
+    active = {field.name: field.default for field in fields if "inert" not in field.metadata}
+    assert list(active) == list(parameters)
+    for name, default in active.items():
         if default is not dataclasses.MISSING:
             assert default == parameters[name].default, name
+    inert = {field.name: field.metadata["inert"] for field in fields if "inert" in field.metadata}
+    assert inert and all(reason for reason in inert.values())  # each says why it changes nothing
 
 
-@pytest.mark.parametrize("name", sorted(networks.TINY))
+@pytest.mark.parametrize("network_class", [UNetModel, VideoUNet, SpatialUNetModelWithTime])
+def test_a_network_built_from_its_required_arguments_alone_runs(network_class):
+    torch.manual_seed(0)
+    network = network_class(in_channels=4, model_channels=32, out_channels=4, num_res_blocks=1,
+                            attention_resolutions=(2,)).eval()
+    frames, views = 2, 2
+    inputs = {"x": torch.randn(frames * views, 4, 8, 8), "timesteps": torch.rand(frames * views)}
+    if network_class is VideoUNet:
+        inputs.update(context=torch.randn(frames * views, 1, 1024), num_video_frames=frames * views,
+                      image_only_indicator=torch.zeros(1, frames * views))
+    if network_class is SpatialUNetModelWithTime:
+        inputs.update(context=torch.randn(1, frames, 1024), cond_view=torch.randn(views, 4, 8, 8),
+                      cond_motion=torch.randn(frames, 4, 8, 8))
+    with torch.no_grad():
+        assert network(**inputs).shape == (frames * views, 4, 8, 8)
+
+
+def test_inert_reference_keys_are_accepted_and_change_nothing():
+    official = sv4d.tiny_sv4d()  # the configs set legacy=False and replicate_time_mix_bug=True
+    other = dataclasses.replace(official, legacy=True, replicate_time_mix_bug=False, num_heads_upsample=4,
+                                view_context_dim=1024, view_block_merge_factor=0.1, use_new_attention_order=True)
+    torch.manual_seed(0)
+    expected = official.build().state_dict()
+    torch.manual_seed(0)
+    built = other.build().state_dict()
+    assert built.keys() == expected.keys()
+    assert all(torch.equal(built[key], expected[key]) for key in expected)
+
+
+@pytest.mark.parametrize("name", ["tiny_sd", "tiny_sdxl", "tiny_svd", "tiny_sv3d"])
 def test_tiny_networks_are_small_and_run(name):
     config = get_preset(name).network
     network = config.build().eval()
@@ -86,10 +124,25 @@ def run_cli(*arguments: str) -> subprocess.CompletedProcess:
                           text=True, check=False, timeout=120)
 
 
-def test_cli_lists_every_network_preset():
+def test_cli_lists_every_preset():
     result = run_cli("list")
     assert result.returncode == 0, result.stderr
-    assert set(networks.OFFICIAL) | set(networks.TINY) <= set(result.stdout.split())
+    assert result.stdout.split() == preset_names()
+
+
+def test_the_table_has_every_model_once_with_official_as_a_column():
+    official = {"sd_2_1", "sd_2_1_768", "sd_xl_base", "sd_xl_refiner", "sd_xl_turbo", "svd", "svd_xt", "svd_xt_1_1",
+                "svd_image_decoder", "svd_xt_image_decoder", "sv3d_u", "sv3d_p", "sv4d", "sv4d2", "sv4d2_8views"}
+    course = {"tiny_sd", "tiny_sdxl", "tiny_svd", "tiny_sv3d", "tiny_sv4d", "tiny_sv4d2"}
+    assert set(PRESETS) == official | course and set(official_preset_names()) == official
+    for name in PRESETS:
+        preset = get_preset(name)
+        assert preset.official == (name in official)
+        assert list(preset.parts()) == list(PART_PREFIXES) == ["network", "first_stage_model", "conditioner",
+                                                               "denoiser"]
+        assert get_preset(name).network is not preset.network  # a fresh config each time: edits stay local
+    with pytest.raises(ValueError, match="Valid presets: sd_2_1, sd_2_1_768"):
+        get_preset("sd_3")
 
 
 def test_cli_manifest_of_tiny_sd_is_the_built_state_dict():

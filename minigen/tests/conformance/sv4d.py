@@ -2,14 +2,14 @@
 
 import torch
 
-from minigen.nn.sv4d_unet import SpatialUNetModelWithTime
+from minigen.presets.sv4d import SpatialUNetConfig
 
 from .cases import Case, handles
 
 
 @handles("SpatialUNetModelWithTime")
 def run_sv4d_unet(case: Case) -> dict:
-    network = SpatialUNetModelWithTime(**case.kwargs)
+    network = SpatialUNetConfig(**case.kwargs).build()  # the preset takes the config keys the module does not
     network.load_state_dict(case.weights, strict=True)
     network.eval()
     with torch.no_grad():
