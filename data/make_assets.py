@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from minigen.presets.first_stage import TINY
+from minigen.presets.first_stage import tiny_sd_vae, tiny_svd_vae
 from minigen.recipes.worlds import start_from_image_decoder
 
 DATA = Path(__file__).resolve().parent
@@ -62,7 +62,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def train_image_vae(steps: int, generator: torch.Generator, device="cpu"):
     """tiny_sd's AutoencoderKL: L1 reconstruction + 1e-6 KL, as latent-diffusion VAEs are trained (no GAN)."""
-    vae = TINY["tiny_sd"]().build().to(device)
+    vae = tiny_sd_vae().build().to(device)
     with torch.no_grad():  # start nearly deterministic (logvar -8) so early samples are not pure noise
         vae.quant_conv.bias[vae.latent_channels:] = -8.0
     optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
@@ -83,7 +83,7 @@ def train_image_vae(steps: int, generator: torch.Generator, device="cpu"):
 def train_video_decoder(vae, steps: int, generator: torch.Generator, noise: float = 0.3, device="cpu"):
     """tiny_svd's VideoDecoder, started from the image decoder, taught to decode clips whose latents
     carry independent per-frame noise (the flicker a diffusion model leaves) into steady frames."""
-    video_decoder = start_from_image_decoder(TINY["tiny_svd"]().build().decoder, vae.decoder).to(device)
+    video_decoder = start_from_image_decoder(tiny_svd_vae().build().decoder, vae.decoder).to(device)
     optimizer = torch.optim.Adam(video_decoder.parameters(), lr=1e-3)
     for step in range(steps):
         clips = torch.cat([clip(generator, 4, 32) for _ in range(4)]).to(device)  # (b t) c h w, t = 4

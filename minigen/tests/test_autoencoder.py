@@ -31,21 +31,21 @@ def test_official_first_stage_matches_its_manifest(name):
 
 
 def test_scale_factors_come_from_one_table():
-    assert get_preset("sd_xl_base").first_stage.scale_factor == SCALE_FACTORS["sdxl"] == 0.13025
+    assert get_preset("sd_xl_base").first_stage_model.scale_factor == SCALE_FACTORS["sdxl"] == 0.13025
     for name in ("sd_2_1", "svd", "sv3d_p", "sv4d2"):
-        assert get_preset(name).first_stage.scale_factor == SCALE_FACTORS["sd"] == 0.18215
+        assert get_preset(name).first_stage_model.scale_factor == SCALE_FACTORS["sd"] == 0.18215
 
 
 @pytest.fixture(scope="module")
 def tiny_svd() -> AutoencoderKL:
     torch.manual_seed(0)
-    return get_preset("tiny_svd").first_stage.build().eval()
+    return get_preset("tiny_svd").first_stage_model.build().eval()
 
 
 @pytest.fixture(scope="module")
 def tiny_sd() -> AutoencoderKL:
     torch.manual_seed(0)
-    return get_preset("tiny_sd").first_stage.build().eval()
+    return get_preset("tiny_sd").first_stage_model.build().eval()
 
 
 def test_round_trip_shapes(tiny_sd):
@@ -80,7 +80,7 @@ def test_bad_latents_and_options_are_explained(tiny_svd):
 
 
 def test_decoder_only_first_stage_refuses_to_encode():
-    first_stage = get_preset("tiny_sv3d").first_stage.build()
+    first_stage = get_preset("tiny_sv3d").first_stage_model.build()
     with pytest.raises(ValueError, match="only a decoder"):
         first_stage.encode(torch.zeros(1, 3, 16, 16))
 
@@ -157,7 +157,7 @@ class MoveRecorder:
 
 
 def test_offload_moves_the_codec_to_the_input_device_and_back(monkeypatch):
-    first_stage = get_preset("tiny_sd").first_stage.build().eval()
+    first_stage = get_preset("tiny_sd").first_stage_model.build().eval()
     first_stage.offload = True
     recorder = MoveRecorder(first_stage, monkeypatch)
     with torch.no_grad():
@@ -168,7 +168,7 @@ def test_offload_moves_the_codec_to_the_input_device_and_back(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_offload_keeps_the_codec_off_the_gpu_between_calls():
-    first_stage = get_preset("tiny_svd").first_stage.build().eval()
+    first_stage = get_preset("tiny_svd").first_stage_model.build().eval()
     assert isinstance(first_stage.decoder, VideoDecoder)
     first_stage.offload = True
     with torch.no_grad():

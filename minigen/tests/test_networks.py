@@ -237,7 +237,7 @@ def test_use_attention_runs_a_whole_unet_on_another_kernel_with_the_same_output(
 
 
 def test_the_vae_attention_goes_through_attention_and_its_chunking():
-    first_stage = get_preset("tiny_sd").first_stage.build().eval()
+    first_stage = get_preset("tiny_sd").first_stage_model.build().eval()
     blocks = [m for m in first_stage.modules() if isinstance(m, AttnBlock)]
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     calls = []
