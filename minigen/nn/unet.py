@@ -296,8 +296,6 @@ def set_gradient_checkpointing(model: nn.Module, enabled: bool) -> None:
     for module in model.modules():
         if hasattr(module, "use_checkpoint"):
             module.use_checkpoint = enabled
-        if isinstance(getattr(module, "checkpoint", None), bool):  # transformer blocks, as in the reference
-            module.checkpoint = enabled
 
 
 class UNetModel(UNetBackbone):
