@@ -58,7 +58,8 @@ class SVDPlanner:
     device: str = ""
 
     def weights_gib(self, part: str, dtype: str) -> float:
-        bytes_per_parameter = 4 if part == "first_stage_model" else BYTES[dtype]  # the VAE stays float32
+        """GiB of one part's weights (a name of SVD_PARAMETERS) in `dtype`; the VAE's stay float32."""
+        bytes_per_parameter = 4 if part == "first_stage_model" else BYTES[dtype]
         return self.parameters[part] * bytes_per_parameter / GIB
 
     def plan(self, frames: int = 14, height: int = 576, width: int = 1024, decoding_t: int = 14,

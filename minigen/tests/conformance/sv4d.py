@@ -9,6 +9,7 @@ from .cases import Case, handles
 
 @handles("SpatialUNetModelWithTime")
 def run_sv4d_unet(case: Case) -> dict:
+    """The reference network_config built through its preset, loaded strictly, run on the case's inputs."""
     network = SpatialUNetConfig(**case.kwargs).build()  # the preset takes the config keys the module does not
     network.load_state_dict(case.weights, strict=True)
     network.eval()
