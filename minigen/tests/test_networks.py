@@ -204,6 +204,26 @@ def test_networks_run_with_weights_cast_to_half_precision(dtype):
     torch.testing.assert_close(half.float(), reference, atol=0.1, rtol=0.1)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_groupnorm32_on_half_inputs_is_the_float32_norm_rounded(dtype):
+    """The CPU's mixed-dtype kernel (no float32 copy) gives the reference's float32 norm cast back, to the last
+    bit for all but a few elements (a different summation order), and the input dtype."""
+    from minigen.nn.resnet import GroupNorm32
+
+    torch.manual_seed(0)
+    norm = GroupNorm32(32, 64)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = (3 * torch.randn(4, 64, 16, 16) + 1).to(dtype)
+    expected = torch.nn.functional.group_norm(x.float(), 32, norm.weight, norm.bias, norm.eps).to(dtype)
+    with torch.no_grad():
+        result = norm(x)
+    assert result.dtype == dtype
+    one_step = torch.finfo(dtype).eps * expected.float().abs().clamp(min=1)
+    assert ((result.float() - expected.float()).abs() <= one_step).all()
+    assert (result != expected).float().mean() < 1e-3
+
+
 def test_attention_split_over_the_batch_gives_the_same_result(monkeypatch):
     """The CUDA path splits huge batches (SV4D 2.0's per-pixel view attention); check the split itself on CPU."""
     import minigen.nn.attention as attention_module
