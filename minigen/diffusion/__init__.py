@@ -6,7 +6,12 @@ conformance runner and for configs written as strings.
 
 from . import discretization, guiders, samplers, scaling, training
 from .denoiser import Denoiser, DiscreteDenoiser, append_dims
-from .discretization import EDMDiscretization, ExponentialDiscretization, LegacyDDPMDiscretization
+from .discretization import (
+    EDMDiscretization,
+    ExponentialDiscretization,
+    LegacyDDPMDiscretization,
+    TunedEDMDiscretization,
+)
 from .guiders import (
     IdentityGuider,
     LinearPredictionGuider,
@@ -16,12 +21,15 @@ from .guiders import (
     VanillaCFG,
 )
 from .samplers import (
+    DEISSampler,
     DPMPP2MSampler,
     DPMPP2SAncestralSampler,
+    DPMPP3MSampler,
     EulerAncestralSampler,
     EulerEDMSampler,
     HeunEDMSampler,
     LinearMultistepSampler,
+    UniPCSampler,
 )
 from .scaling import EDMScaling, EpsScaling, VScaling, VScalingWithEDMcNoise
 from .training import (
@@ -38,13 +46,14 @@ from .training import (
 CATALOGUE = {
     "scaling": {c.__name__: c for c in (EDMScaling, EpsScaling, VScaling, VScalingWithEDMcNoise)},
     "discretization": {
-        c.__name__: c for c in (EDMDiscretization, LegacyDDPMDiscretization, ExponentialDiscretization)
+        c.__name__: c
+        for c in (EDMDiscretization, LegacyDDPMDiscretization, ExponentialDiscretization, TunedEDMDiscretization)
     },
     "denoiser": {c.__name__: c for c in (Denoiser, DiscreteDenoiser)},
     "sampler": {
         c.__name__: c
         for c in (EulerEDMSampler, HeunEDMSampler, EulerAncestralSampler, DPMPP2SAncestralSampler,
-                  DPMPP2MSampler, LinearMultistepSampler)
+                  DPMPP2MSampler, LinearMultistepSampler, DPMPP3MSampler, DEISSampler, UniPCSampler)
     },
     "guider": {
         c.__name__: c

@@ -58,6 +58,20 @@ class EDMDiscretization(Discretization):
         return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** self.rho
 
 
+class TunedEDMDiscretization(EDMDiscretization):
+    """EDM's schedule with rho = 15 instead of 7: steps closer to even in log(sigma) (rho -> infinity), so
+    longer than rho 7's at the highest noise levels and shorter at the lowest.
+
+    Not an official schedule. rho = 15 gave DEISSampler its smallest error at 10 NFE in a scan of rho (5 to 50)
+    on the spiral mixture with its exact denoiser, on start noise other than the benchmark's; the tiny image
+    model, not used for the choice, agrees (benchmarks/samplers.py, docs/benchmarks.md). Higher-order
+    multistep samplers gain most from it; Euler and LMS do not.
+    """
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 15.0):
+        super().__init__(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+
+
 class ExponentialDiscretization(Discretization):
     """Sigmas evenly spaced in log(sigma) (k-diffusion's `get_sigmas_exponential`).
 
