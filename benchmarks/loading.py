@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-MANIFEST = ROOT / "minigen" / "tests" / "manifests" / "svd.json.gz"
+MANIFEST = ROOT / "minigen" / "manifests" / "svd.json.gz"
 RESULTS = ROOT / "benchmarks" / "results" / "loading.json"
 PRESET = "svd"
 FRAMES, LATENT_SIDE = 14, 8  # the forward pass: 2 x 14 frames of 8x8 latents

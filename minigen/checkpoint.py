@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-MANIFEST_DIR = Path(__file__).resolve().parent / "tests" / "manifests"
+MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"  # every official checkpoint's tensor table
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 # Buffers that older library versions wrote into official files although today's modules no longer hold
@@ -227,13 +227,20 @@ class CheckpointInfo:
 
 
 @functools.cache
+def manifest(name: str, manifest_dir: Path = MANIFEST_DIR) -> dict:
+    """An official checkpoint's manifest, `{"tensors": {key: {"shape", "dtype", ...}}, "param_counts": {...}}`,
+    read once per process. A preset whose file has another's tensor table (presets.SAME_LAYOUT) reads that one."""
+    from .presets import SAME_LAYOUT
+
+    path = Path(manifest_dir) / f"{SAME_LAYOUT.get(name, name)}.json.gz"
+    return json.loads(gzip.decompress(path.read_bytes()))
+
+
 def _manifests(manifest_dir: Path) -> dict[str, dict[str, tuple]]:
-    """{preset: {key: shape}} of the bundled manifests, read once per process."""
-    tables = {}
-    for file in sorted(Path(manifest_dir).glob("*.json.gz")):
-        tensors = json.loads(gzip.decompress(file.read_bytes()))["tensors"]
-        tables[file.name.removesuffix(".json.gz")] = {key: tuple(v["shape"]) for key, v in tensors.items()}
-    return tables
+    """{name: {key: shape}} of every manifest in `manifest_dir`."""
+    names = sorted(file.name.removesuffix(".json.gz") for file in Path(manifest_dir).glob("*.json.gz"))
+    return {name: {key: tuple(entry["shape"]) for key, entry in manifest(name, Path(manifest_dir))["tensors"].items()}
+            for name in names}
 
 
 def read_header(path: Path) -> dict[str, tuple[tuple, str]]:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .. import diffusion
+from ..presets import SAME_LAYOUT
 from .common import (
     Pipeline,
     check_count,
@@ -462,14 +463,13 @@ class TurboPipeline(TextToImagePipeline):
         "tiny_sdxl": TextToImageDefaults(size=64, num_steps=1, cfg=1.0, sampler="EulerAncestralSampler"),
         "tiny_sd": TextToImageDefaults(size=64, num_steps=1, cfg=1.0, sampler="EulerAncestralSampler"),
     }
-    SAME_ARCHITECTURE = {"sd_xl_base": "sd_xl_turbo"}  # SDXL-Turbo has no manifest: its file reads as sd_xl_base
-
     @classmethod
     def from_checkpoint(cls, path, preset: str | None = None, device="cpu", dtype: torch.dtype = torch.float32,
                         offload: str | None = None) -> "TurboPipeline":
-        if preset is None:
-            found = identify_preset(path, [*cls.DEFAULTS, *cls.SAME_ARCHITECTURE])
-            preset = cls.SAME_ARCHITECTURE.get(found, found)
+        if preset is None:  # SDXL-Turbo's file has SDXL base's tensor table (presets.SAME_LAYOUT): it reads as that
+            read_as = {SAME_LAYOUT.get(name, name): name for name in cls.DEFAULTS}
+            found = identify_preset(path, list(read_as))
+            preset = read_as.get(found, found)
         return cls.from_preset(preset, weights=Path(path), device=device, dtype=dtype, offload=offload)
 
     def __call__(self, prompt, *, height: int | None = None, width: int | None = None, num_steps: int | None = None,

@@ -85,6 +85,10 @@ PRESETS = {
                             conditioners.tiny_sv4d2, denoisers.continuous_v),
 }
 
+# official presets whose checkpoint has another preset's tensor table (and so no manifest of its own): files are
+# identified, and presets compared, through that one
+SAME_LAYOUT = {"sd_xl_turbo": "sd_xl_base"}
+
 # course presets whose trained weights are committed in data/ (made by `python -m minigen.train RECIPE`, see
 # data/README.md): their engines load these by default
 TRAINED_WEIGHTS = (

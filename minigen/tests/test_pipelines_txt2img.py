@@ -5,11 +5,9 @@ variant built here from the presets' building blocks: the refiner's conditioner 
 sizes and aesthetic score) at tiny sizes.
 """
 
-import gzip
 import json
 import struct
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from minigen import diffusion
+from minigen.checkpoint import manifest
 from minigen.pipelines.common import SAMPLERS, generator_for
 from minigen.pipelines.engine import DiffusionEngine
 from minigen.pipelines.sdxl import (
@@ -34,7 +33,6 @@ from minigen.presets.conditioners import ConditionerConfig, open_clip_text, scal
 from minigen.presets.networks import tiny_sdxl
 from minigen.tests.test_pipelines_video import perturbed
 
-MANIFESTS = Path(__file__).parent / "manifests"
 FAST = {"num_steps": 2, "progress": False}
 
 
@@ -442,9 +440,9 @@ def test_checkpoint_in_the_official_layout_loads_and_is_identified(tmp_path, sdx
     assert turbo.defaults == TurboPipeline.DEFAULTS["tiny_sdxl"]
 
 
-def header_only_checkpoint(path, manifest: str):
+def header_only_checkpoint(path, name: str):
     """A safetensors header with an official model's tensor table and no data: enough to identify it."""
-    tensors = json.loads(gzip.decompress((MANIFESTS / f"{manifest}.json.gz").read_bytes()))["tensors"]
+    tensors = manifest(name)["tensors"]
     header = json.dumps({key: {"dtype": "F16", "shape": entry["shape"], "data_offsets": [0, 0]}
                          for key, entry in tensors.items()}).encode()
     path.write_bytes(struct.pack("<Q", len(header)) + header)
