@@ -58,9 +58,10 @@ def timed(function, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def network_inputs(name: str, network, dtype, copies: int = 2, device="cuda") -> dict:
-    """A batch of `copies` x frames (2: a guided pass) of the right shapes for the preset's network."""
-    case, config = ALL_NETWORK_CASES[name], get_preset(name).network
+def network_inputs(name: str, network, dtype, copies: int = 2, device="cuda", case: dict | None = None) -> dict:
+    """A batch of `copies` x frames (2: a guided pass) of the right shapes for the preset's network, at the sizes
+    of ALL_NETWORK_CASES or of `case` (same keys)."""
+    case, config = case or ALL_NETWORK_CASES[name], get_preset(name).network
     batch = copies * case["frames"]
     x = torch.randn(batch, config.in_channels, case["height"], case["width"], device=device, dtype=dtype)
     inputs = {"x": x, "timesteps": torch.rand(batch, device=device, dtype=dtype)}

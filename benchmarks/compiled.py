@@ -1,0 +1,144 @@
+"""Compiled and lower-precision inference on the CPU: torch.compile (inductor), bfloat16 autocast, channels_last.
+
+For each network, one guided forward pass (the batch doubled, as classifier-free guidance runs it) in five ways:
+eager float32 (the baseline), eager with bfloat16 autocast, eager float32 in `channels_last` memory format,
+`torch.compile` (inductor, default mode) in float32, and compiled with bfloat16 autocast. Each way reports the
+median time of several calls after its warm-up (for the compiled ones the first call, which compiles, is timed
+apart), the speed-up over eager float32, and the largest difference of its output from eager float32, relative
+to the output's standard deviation (so 1e-2 means an error of 1% of the output's spread).
+
+Networks: the trained course models' UNets at the sizes the course runs them (tiny_sd, tiny_svd, tiny_sv4d2,
+random weights: the speed does not depend on them), and an official-width slice of SVD's UNet: its first level
+(320 channels: a video ResBlock and a spatio-temporal transformer with 1024-d context) and middle block, on
+2 x 14 frames of 16x16 latents, which is where a full-size SVD step spends its time per pixel.
+
+Run `python benchmarks/compiled.py` (about 10 minutes on 2 cores, mostly compiling). Writes the `compiled` section
+of docs/benchmarks.md and benchmarks/results/compiled.json.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_section  # noqa: E402
+from gpu_full_scale import network_inputs  # noqa: E402
+
+from minigen.presets import get_preset  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "compiled.json"
+REPEATS = 5
+# name: (preset whose network and conditioning shapes it uses, per-sample frames and latent size, config changes)
+CASES = {
+    "tiny_sd": ("tiny_sd", dict(frames=1, height=16, width=16, tokens=77), {}),
+    "tiny_svd": ("tiny_svd", dict(frames=8, height=8, width=8, tokens=1, video=True), {}),
+    "tiny_sv4d2": ("tiny_sv4d2", dict(frames=3 * 4, height=8, width=8, views=4), {}),
+    "svd, official-width slice": ("svd", dict(frames=14, height=16, width=16, tokens=1, video=True),
+                                  dict(channel_mult=(1,), num_res_blocks=1, attention_resolutions=(1,))),
+}
+WAYS = ("eager fp32", "eager bf16 autocast", "eager channels_last", "compiled fp32", "compiled bf16 autocast")
+REGENERATE = "python benchmarks/compiled.py"
+
+
+def build(case: str) -> tuple[torch.nn.Module, dict]:
+    """The case's network (random weights, float32, eval) and its guided-pass inputs."""
+    preset, sizes, changes = CASES[case]
+    torch.manual_seed(0)
+    network = replace(get_preset(preset).network, **changes).build().eval()
+    for parameter in network.parameters():  # the output layers start at zero (as trained): give them weights,
+        if not parameter.any():  # or every way would output zeros and agree trivially
+            torch.nn.init.normal_(parameter, std=0.02)
+    inputs = network_inputs(preset, network, torch.float32, device="cpu", case=sizes)
+    return network, inputs
+
+
+def way_of_running(network: torch.nn.Module, way: str):
+    """A function of the inputs that runs `network` the way `way` says."""
+    if way == "eager channels_last":
+        for module in network.modules():  # 2D convolutions only: the temporal layers' 3D kernels have no such format
+            if isinstance(module, torch.nn.Conv2d):
+                module.to(memory_format=torch.channels_last)
+    model = torch.compile(network) if way.startswith("compiled") else network
+    autocast = "bf16" in way
+
+    def run(inputs: dict) -> torch.Tensor:
+        if way == "eager channels_last":
+            inputs = {**inputs, "x": inputs["x"].contiguous(memory_format=torch.channels_last)}
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return model(**inputs).float()
+
+    return run
+
+
+def measure(case: str) -> list[dict]:
+    baseline = None
+    rows = []
+    for way in WAYS:
+        network, inputs = build(case)  # the same weights (seeded) for every way, none changed by another
+        run = way_of_running(network, way)
+        start = time.perf_counter()
+        output = run(inputs)  # warm-up; compiles the compiled ways
+        first_call = time.perf_counter() - start
+        times = []
+        for _ in range(REPEATS):
+            start = time.perf_counter()
+            run(inputs)
+            times.append(time.perf_counter() - start)
+        if baseline is None:
+            baseline = output
+        difference = ((output - baseline).abs().max() / baseline.std()).item()
+        rows.append({"case": case, "way": way, "seconds": statistics.median(times), "first_call_s": first_call,
+                     "relative_max_difference": difference})
+        print(rows[-1], flush=True)
+        torch._dynamo.reset()
+    return rows
+
+
+def report(results: dict) -> str:
+    lines = [
+        "## Compiled and lower-precision inference (CPU)",
+        "",
+        f"Machine: {results['machine']}, {results['threads']} threads, PyTorch {results['torch']}. Written by "
+        f"`{REGENERATE}`. One guided forward pass per call (batch doubled), random weights; time: median of "
+        f"{REPEATS} calls after a warm-up; first call: the warm-up itself, which for the compiled ways includes "
+        "compiling; difference: the largest absolute difference from eager float32, over the output's standard "
+        "deviation.",
+        "",
+        "| network | way | seconds | speed-up over eager fp32 | first call (s) | max difference / std |",
+        "|---|---|---|---|---|---|",
+    ]
+    for case in CASES:
+        rows = [row for row in results["rows"] if row["case"] == case]
+        base = next(row for row in rows if row["way"] == "eager fp32")["seconds"]
+        for row in rows:
+            lines.append(f"| {case} | {row['way']} | {row['seconds']:.4f} | {base / row['seconds']:.2f}x | "
+                         f"{row['first_call_s']:.1f} | {row['relative_max_difference']:.1e} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--report", action="store_true", help="rewrite the section from the saved JSON")
+    args = parser.parse_args()
+    if args.report:
+        results = json.loads(RESULTS.read_text())
+    else:
+        torch.set_num_threads(args.threads)
+        rows = [row for case in args.cases for row in measure(case)]
+        results = {"machine": f"{platform.processor() or platform.machine()}", "threads": args.threads,
+                   "torch": torch.__version__, "rows": rows}
+        RESULTS.write_text(json.dumps(results, indent=1))
+    write_section("compiled", report(results))
+
+
+if __name__ == "__main__":
+    main()
