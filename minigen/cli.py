@@ -22,7 +22,6 @@ A folder as --input makes one output per input file in the --output folder, and 
 """
 
 import argparse
-import importlib
 import os
 import shlex
 import sys
@@ -35,6 +34,7 @@ import torch
 from . import io
 from . import train as trainer
 from .checkpoint import CheckpointError, inspect_checkpoint
+from .pipelines import SV3DPipeline, SV4D2Pipeline, SV4DPipeline, SVDPipeline, TextToImagePipeline, TurboPipeline
 from .pipelines.common import SAMPLERS, identify_preset
 
 # the options of each family of pipelines (flags of OPTIONS below)
@@ -52,23 +52,25 @@ SV4D2 = ("num-frames",) + SV4D
 
 @dataclass(frozen=True)
 class Model:
-    module: str  # minigen.pipelines.<module>
-    pipeline: str  # the class in it
+    """What `minigen sample MODEL` runs: one row of MODELS, from which the subcommand's options and its call of the
+    pipeline are made."""
+
+    pipeline: type  # the pipeline class
     preset: str  # the official preset it loads by default
     kind: str  # "text" (prompt -> images), "image" (image -> video) or "video" (video -> multi-view videos)
     flags: tuple  # its options besides --steps and --seed
 
 
 MODELS = {
-    "sdxl": Model("sdxl", "TextToImagePipeline", "sd_xl_base", "text", TEXT),
-    "sdxl-turbo": Model("sdxl", "TurboPipeline", "sd_xl_turbo", "text", TURBO),
-    "sd21": Model("sdxl", "TextToImagePipeline", "sd_2_1_768", "text", TEXT),
-    "svd": Model("svd", "SVDPipeline", "svd", "image", SVD),
-    "svd-xt": Model("svd", "SVDPipeline", "svd_xt", "image", SVD),
-    "sv3d-u": Model("sv3d", "SV3DPipeline", "sv3d_u", "image", tuple(f for f in SV3D if not f.endswith("-deg"))),
-    "sv3d-p": Model("sv3d", "SV3DPipeline", "sv3d_p", "image", SV3D),
-    "sv4d": Model("sv4d", "SV4DPipeline", "sv4d", "video", SV4D),
-    "sv4d2": Model("sv4d", "SV4D2Pipeline", "sv4d2", "video", SV4D2),
+    "sdxl": Model(TextToImagePipeline, "sd_xl_base", "text", TEXT),
+    "sdxl-turbo": Model(TurboPipeline, "sd_xl_turbo", "text", TURBO),
+    "sd21": Model(TextToImagePipeline, "sd_2_1_768", "text", TEXT),
+    "svd": Model(SVDPipeline, "svd", "image", SVD),
+    "svd-xt": Model(SVDPipeline, "svd_xt", "image", SVD),
+    "sv3d-u": Model(SV3DPipeline, "sv3d_u", "image", tuple(f for f in SV3D if not f.endswith("-deg"))),
+    "sv3d-p": Model(SV3DPipeline, "sv3d_p", "image", SV3D),
+    "sv4d": Model(SV4DPipeline, "sv4d", "video", SV4D),
+    "sv4d2": Model(SV4D2Pipeline, "sv4d2", "video", SV4D2),
 }
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # what each kind of model writes, and the --output suffixes that can hold it
@@ -117,57 +119,80 @@ CHOICES = {"sampler": SAMPLERS, "background": ("auto", "alpha", "rembg", "unifor
 
 
 def add_sample_parser(commands) -> None:
+    """`minigen sample MODEL ...`: one subcommand per row of MODELS, each with only the options its pipeline takes."""
     sample = commands.add_parser("sample", help="generate with one of the official models",
                                  description="Generate images or videos; options not given take the model's "
                                              "official defaults (those of the reference sampling scripts).")
     models = sample.add_subparsers(dest="model", required=True, metavar="MODEL")
     for name, model in MODELS.items():
-        parser = models.add_parser(name, help=f"{model.kind} input, {model.pipeline} with {model.preset}")
-        parser.add_argument("--checkpoint", type=Path, help="the official .safetensors file (its model is identified "
-                            "from its tensors; --preset names it where they cannot tell, as for SD 2.1 512 / 768)")
-        parser.add_argument("--preset", help="alone: build this preset (the trained course models tiny_svd, tiny_sv3d, "
-                            "tiny_sv4d2 load data/'s weights, others get random weights); with --checkpoint: the "
-                            "model the file holds")
-        if model.kind == "image":
-            parser.add_argument("--input", required=True,
-                                help="the input image, or a folder of images: one output each, in the --output folder")
-        elif model.kind == "video":
-            parser.add_argument("--input", required=True,
-                                help="the input video (file, folder of frames or pattern), or a folder of video "
-                                     "files: one output each, in the --output folder")
-        writes, suffixes = OUTPUTS[model.kind]
-        parser.add_argument("--output", type=Path, required=True,
-                            help=f"the file to write, ending in {', '.join(suffixes)}: {writes}"
-                                 + ("" if model.kind == "text" else "; a folder when --input is a folder of inputs"))
-        if model.kind != "text":
-            parser.add_argument("--format", help=f"suffix of the outputs in folder mode: one of "
-                                                 f"{', '.join(io.VIDEO_SUFFIXES)} (default .mp4)")
-        parser.add_argument("--random-weights", action="store_true",
-                            help="with --preset alone: random weights (from a fixed seed) even where trained ones "
-                                 "exist")
-        parser.add_argument("--overwrite", action="store_true",
-                            help="replace --output if it exists (in folder mode: outputs that exist are skipped "
-                                 "without it)")
-        parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                            help="where to run (default: cuda when available, else cpu)")
-        parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                            help="precision of the network and encoders; the VAE stays float32")
-        parser.add_argument("--offload", action="store_true", help="keep only the module in use on the device")
-        parser.add_argument("--fps", type=float, default=7, help="frame rate of a written video")
-        parser.add_argument("--quiet", action="store_true", help="no progress bars")
-        if name == "sv4d":
-            parser.add_argument("--sv3d-checkpoint", type=Path, help="the SV3D file that makes SV4D's reference views")
-        for flag in model.flags + COMMON_OPTIONS:
-            keyword, kind, text = OPTIONS[flag]
-            if kind is bool:  # --flag / --no-flag; neither keeps the model's default
-                parser.add_argument(f"--{flag}", dest=keyword, action=argparse.BooleanOptionalAction, help=text)
-            elif flag in ("elevations-deg", "azimuths-deg"):
-                parser.add_argument(f"--{flag}", dest=keyword, type=kind, nargs="+", help=text)
-            else:
-                parser.add_argument(f"--{flag}", dest=keyword, type=kind, choices=CHOICES.get(flag), help=text)
+        parser = models.add_parser(name, help=f"{model.kind} input, {model.pipeline.__name__} with {model.preset}")
+        add_weights_arguments(parser, name)
+        add_input_output_arguments(parser, model)
+        add_running_arguments(parser)
+        add_model_options(parser, model)
+
+
+def add_weights_arguments(parser, name: str) -> None:
+    """Where the weights come from: an official file, a preset, or both (the preset then names the file's model)."""
+    parser.add_argument("--checkpoint", type=Path, help="the official .safetensors file (its model is identified "
+                        "from its tensors; --preset names it where they cannot tell, as for SD 2.1 512 / 768)")
+    parser.add_argument("--preset", help="alone: build this preset (the trained course models tiny_svd, tiny_sv3d, "
+                        "tiny_sv4d2 load data/'s weights, others get random weights); with --checkpoint: the "
+                        "model the file holds")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="with --preset alone: random weights (from a fixed seed) even where trained ones exist")
+    if name == "sv4d":
+        parser.add_argument("--sv3d-checkpoint", type=Path, help="the SV3D file that makes SV4D's reference views")
+
+
+def add_input_output_arguments(parser, model: Model) -> None:
+    """--input (image and video models), --output, and --format for folder mode: each help says what the kind of
+    model reads and writes."""
+    if model.kind == "image":
+        parser.add_argument("--input", required=True,
+                            help="the input image, or a folder of images: one output each, in the --output folder")
+    elif model.kind == "video":
+        parser.add_argument("--input", required=True,
+                            help="the input video (file, folder of frames or pattern), or a folder of video "
+                                 "files: one output each, in the --output folder")
+    writes, suffixes = OUTPUTS[model.kind]
+    parser.add_argument("--output", type=Path, required=True,
+                        help=f"the file to write, ending in {', '.join(suffixes)}: {writes}"
+                             + ("" if model.kind == "text" else "; a folder when --input is a folder of inputs"))
+    if model.kind != "text":
+        parser.add_argument("--format", help=f"suffix of the outputs in folder mode: one of "
+                                             f"{', '.join(io.VIDEO_SUFFIXES)} (default .mp4)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output if it exists (in folder mode: outputs that exist are skipped "
+                             "without it)")
+    parser.add_argument("--fps", type=float, default=7, help="frame rate of a written video")
+
+
+def add_running_arguments(parser) -> None:
+    """How to run, whatever the model: device, precision, offloading, progress bars."""
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where to run (default: cuda when available, else cpu)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                        help="precision of the network and encoders; the VAE stays float32")
+    parser.add_argument("--offload", action="store_true", help="keep only the module in use on the device")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_model_options(parser, model: Model) -> None:
+    """The model's own options from OPTIONS, each reaching one keyword of its pipeline's call; an option left out
+    keeps the model's official default."""
+    for flag in model.flags + COMMON_OPTIONS:
+        keyword, kind, text = OPTIONS[flag]
+        if kind is bool:  # --flag / --no-flag; neither keeps the model's default
+            parser.add_argument(f"--{flag}", dest=keyword, action=argparse.BooleanOptionalAction, help=text)
+        elif flag in ("elevations-deg", "azimuths-deg"):
+            parser.add_argument(f"--{flag}", dest=keyword, type=kind, nargs="+", help=text)
+        else:
+            parser.add_argument(f"--{flag}", dest=keyword, type=kind, choices=CHOICES.get(flag), help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: `sample`, `inspect` and `train` (the last shared with `python -m minigen.train`)."""
     parser = argparse.ArgumentParser(prog="minigen", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     add_sample_parser(commands)
@@ -180,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_pipeline(args, model: Model):
-    pipeline_class = getattr(importlib.import_module(f"minigen.pipelines.{model.module}"), model.pipeline)
+    """The pipeline the arguments ask for: from --checkpoint (with --preset naming its model if given) or built from
+    --preset, on --device in --dtype; refuses option combinations that cannot mean anything."""
+    pipeline_class = model.pipeline
     options = {"device": args.device, "dtype": DTYPES[args.dtype], "offload": "model" if args.offload else None}
     if args.model == "sv4d":  # SV4D's reference views come from an SV3D model
         if args.checkpoint and not args.sv3d_checkpoint:
@@ -239,13 +266,14 @@ def pipeline_call(args, model: Model, source) -> dict:
     call = {key: getattr(args, key) for key in keywords if getattr(args, key) is not None}
     if model.kind != "text":  # the pipelines read the file: an object's alpha, if any, is its cut-out
         call[model.kind] = Path(source)
-    for key in ("elevations_deg",):  # one elevation may stand for all views
-        if key in call and len(call[key]) == 1:
-            call[key] = call[key][0]
+    if len(call.get("elevations_deg", ())) == 1:  # one elevation may stand for all views
+        call["elevations_deg"] = call["elevations_deg"][0]
     return call
 
 
 def sample(args) -> int:
+    """`minigen sample`: one input (or a prompt) to one output file, or a folder of inputs to a folder of outputs;
+    every check that can fail runs before the model is loaded. Returns the exit status."""
     model = MODELS[args.model]
     inputs = folder_inputs(model, args.input) if model.kind != "text" else None
     if inputs is not None:
