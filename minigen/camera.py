@@ -154,10 +154,12 @@ class Trajectory:
 
     @property
     def num_frames(self) -> int:
+        """Frames of the orbit: one camera per azimuth (a single elevation was spread over them all)."""
         return len(self.azimuths_deg)
 
     @property
     def polars_rad(self) -> torch.Tensor:
+        """The elevations as polar angles from the up axis, in radians: what SV3D_p's camera embedding reads."""
         return elevation_to_polar_rad(self.elevations_deg)
 
     @property
@@ -319,6 +321,8 @@ def camera_embedding_cache_info():
 
 
 def clear_camera_embedding_cache() -> None:
+    """Forget the cached camera embeddings, so that the cache's counts (camera_embedding_cache_info) start from
+    nothing, as notebook 06 and the tests need to show them."""
     _cached_camera_embedding.cache_clear()
 
 

@@ -55,6 +55,8 @@ def pickle_refusal(path: Path, alternative: str) -> CheckpointError:
 
 
 def part_of(key: str) -> str:
+    """The part of the model a checkpoint key belongs to (`model.diffusion_model`, `first_stage_model`, ...: one of
+    PARTS), or the key's first name when it is in none, so that inspect_checkpoint can count parameters per part."""
     return next((part for part in PARTS if key.startswith(part + ".")), key.split(".", 1)[0])
 
 
@@ -71,6 +73,7 @@ class LoadReport:
 
     @property
     def ok(self) -> bool:
+        """Every tensor fitted: nothing missing, nothing unexpected, no shape mismatch (legacy buffers allowed)."""
         return not (self.missing or self.unexpected or self.mismatched)
 
     def __str__(self) -> str:

@@ -231,6 +231,7 @@ def collate(parts: list[dict]) -> dict:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch with its tensors moved to `device`; other entries (prompts, ids in lists) stay as they are."""
     return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
@@ -280,15 +281,18 @@ class SigmaBuckets:
         self.count = torch.zeros(len(SIGMA_EDGES) - 1, dtype=torch.float64)
 
     def add(self, sigmas: torch.Tensor, losses: torch.Tensor) -> None:
+        """Count each sample's loss in the bucket of its sigma (`sigmas` and `losses` both `b`)."""
         bucket = torch.bucketize(sigmas.detach().float().cpu(), SIGMA_EDGES[1:-1])  # b, in 0 .. 11
         self.total.index_add_(0, bucket, losses.detach().double().cpu())
         self.count.index_add_(0, bucket, torch.ones_like(bucket, dtype=torch.float64))
 
     def means(self) -> list[float | None]:
+        """The mean loss of each bucket, None for a bucket no sample has reached yet."""
         return [total / count if count else None
                 for total, count in zip(self.total.tolist(), self.count.tolist(), strict=True)]
 
     def as_json(self) -> dict:
+        """Edges, mean losses and counts, as written to the run folder's sigma_buckets.json."""
         return {"sigma_edges": SIGMA_EDGES.tolist(), "mean_loss": self.means(), "count": self.count.long().tolist()}
 
 
@@ -338,6 +342,7 @@ def write_atomically(tensors: dict[str, torch.Tensor], path: Path, metadata: dic
 
 
 def config_json(config: TrainConfig) -> dict:
+    """The config as the checkpoint's metadata stores it, so that a resumed run can compare like with like."""
     return json.loads(json.dumps(dataclasses.asdict(config)))  # tuples become lists, as when read back
 
 
@@ -417,6 +422,7 @@ class Trainer:
     # -- one step
 
     def autocast(self):
+        """The autocast context of `precision` (bf16 / fp16) on the run's device, or no context for fp32."""
         dtype = PRECISIONS[self.config.precision]
         return contextlib.nullcontext() if dtype is None else torch.autocast(self.world.device.type, dtype=dtype)
 
@@ -609,6 +615,7 @@ def train(recipe: Recipe | str, out, config: TrainConfig | None = None, resume: 
 
 
 def parse_dropout(text: str) -> tuple[str, float]:
+    """`--condition-dropout label=0.1` -> ("label", 0.1); argparse shows the error of a value without "="."""
     key, separator, rate = text.partition("=")
     if not separator:
         raise argparse.ArgumentTypeError(f"expected KEY=RATE (e.g. label=0.1), got {text!r}")
@@ -663,6 +670,8 @@ def config_from(args: argparse.Namespace, config: TrainConfig) -> TrainConfig:
 
 
 def list_recipes() -> str:
+    """One line per recipe, name and description, for `--list`; a recipe whose imports fail says why instead of
+    hiding the others."""
     lines = []
     for name in recipe_names():
         try:
@@ -690,6 +699,7 @@ def run_command(args: argparse.Namespace, command: str) -> int:
 
 
 def main(argv=None) -> int:
+    """`python -m minigen.train`: run the command, and turn a user error into one `error:` line and exit status 2."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m minigen.train", description=__doc__.split("\n\n")[0])
     add_arguments(parser)

@@ -43,7 +43,19 @@ class EmbedderEntry:
 
     @property
     def keys(self) -> list[str]:
+        """The batch entries the embedder reads, in the order it takes them."""
         return [self.input_key] if self.input_key is not None else list(self.input_keys)
+
+    @property
+    def drops_embedding(self) -> bool:
+        """Condition dropout zeroes this embedder's output (the usual way: no legacy_ucg_value)."""
+        return self.ucg_rate > 0.0 and self.legacy_ucg_value is None
+
+    @property
+    def drops_input(self) -> bool:
+        """Condition dropout replaces the raw input by legacy_ucg_value (SDXL's text: the empty prompt) before
+        the embedder runs, so the dropped sample gets the embedding of that value, not zeros."""
+        return self.ucg_rate > 0.0 and self.legacy_ucg_value is not None
 
 
 class GeneralConditioner(nn.Module):
@@ -100,15 +112,18 @@ class GeneralConditioner(nn.Module):
 
     def embed(self, batch: dict, force_zero_embeddings: Sequence[str], generator: torch.Generator | None,
               dropout: bool, augmentation_noise: dict | None = None) -> dict[str, torch.Tensor]:
+        """What `forward` and `get_unconditional_conditioning` both do, with condition dropout switched by
+        `dropout`. Each embedder, in config order, reads its inputs, runs, and each of its outputs is routed to a
+        conditioning key, dropped or zeroed as asked, and joined to what that key holds so far."""
         output = {}
         for index, entry in enumerate(self.entries):
             inputs = self.inputs_of(index, entry, batch, generator, dropout)
             noise = (augmentation_noise or {}).get(entry.input_key)
             for embedding in self.run_embedder(index, entry, inputs, generator, noise):
-                key = entry.input_key if entry.input_key in SPECIAL_KEYS else self.output_key(index, embedding)
-                if dropout and entry.ucg_rate > 0.0 and entry.legacy_ucg_value is None:
+                key = self.route(index, entry, embedding)
+                if dropout and entry.drops_embedding:  # condition dropout (training)
                     embedding = drop_samples(embedding, entry.ucg_rate, generator)
-                if entry.input_key is not None and entry.input_key in force_zero_embeddings:
+                if entry.input_key in force_zero_embeddings:  # the unconditional side of guidance
                     embedding = torch.zeros_like(embedding)
                 output[key] = embedding if key not in output else concatenate(output[key], embedding, key, index)
         return output
@@ -120,12 +135,15 @@ class GeneralConditioner(nn.Module):
             raise KeyError(f"The batch has no {missing[0]!r}, which embedder {index} "
                            f"({type(entry.embedder).__name__}) needs; the batch has {sorted(batch)}.")
         inputs = [batch[key] for key in entry.keys]
-        if dropout and entry.legacy_ucg_value is not None and entry.ucg_rate > 0.0:
+        if dropout and entry.drops_input:
             inputs = [replace_samples(values, entry.legacy_ucg_value, entry.ucg_rate, generator) for values in inputs]
         return inputs
 
     def run_embedder(self, index: int, entry: EmbedderEntry, inputs: list, generator,
                      noise: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The embedder's outputs as a tuple, without gradients unless it is trainable. An embedder that adds
+        noise (`draws_noise`: the latent video conditioning) draws it from `generator`, or takes `noise` as given;
+        its errors are re-raised with which embedder failed."""
         extra = {"generator": generator} if getattr(entry.embedder, "draws_noise", False) else {}
         if noise is not None:
             if not extra:
@@ -141,7 +159,11 @@ class GeneralConditioner(nn.Module):
         return tuple(outputs) if isinstance(outputs, (list, tuple)) else (outputs,)
 
     @staticmethod
-    def output_key(index: int, embedding: torch.Tensor) -> str:
+    def route(index: int, entry: EmbedderEntry, embedding: torch.Tensor) -> str:
+        """The conditioning key an output joins: SV4D's cond_view / cond_motion embedders keep their input key,
+        every other output goes by its number of dimensions (OUTPUT_DIM2KEYS)."""
+        if entry.input_key in SPECIAL_KEYS:
+            return entry.input_key
         if embedding.ndim not in OUTPUT_DIM2KEYS:
             raise ValueError(f"Embedder {index} returned a {embedding.ndim}-d tensor {tuple(embedding.shape)}; "
                              "outputs must be b d (vector), b n d (crossattn) or b c h w (concat).")
@@ -165,6 +187,8 @@ def replace_samples(values, value, rate: float, generator: torch.Generator | Non
 
 
 def concatenate(existing: torch.Tensor, embedding: torch.Tensor, key: str, index: int) -> torch.Tensor:
+    """`existing` and embedder `index`'s output joined along the key's dimension (KEY2CATDIM: features for
+    vector and crossattn, channels for concat), or an error naming the embedder if the other sizes differ."""
     dim = KEY2CATDIM[key]
     other_sizes = [shape[:dim] + shape[dim + 1:] for shape in (existing.shape, embedding.shape)]
     if other_sizes[0] != other_sizes[1]:

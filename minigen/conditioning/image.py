@@ -87,6 +87,7 @@ class FrozenOpenCLIPImageEmbedder(nn.Module):
         return (x - mean[:, None, None]) / std[:, None, None]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """`b 3 h w` images in [-1, 1] -> `b embed_dim`, in the images' dtype (the tower runs in its own)."""
         check_images(images, type(self).__name__)
         pixels = self.preprocess(images).to(self.model.visual.conv1.weight.dtype)  # b 3 224 224
         embedding = self.model.visual(pixels)  # b embed_dim

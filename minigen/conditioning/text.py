@@ -20,6 +20,8 @@ from .openclip import END_OF_TEXT, one_tower_clip, tokenize
 
 
 def check_prompts(text) -> list[str]:
+    """A prompt or a sequence of prompts -> a list of prompts, refusing anything that is not text before a
+    tokenizer turns it into nonsense ids."""
     prompts = [text] if isinstance(text, str) else list(text)
     if not all(isinstance(prompt, str) for prompt in prompts):
         raise ValueError(f"Text embedders expect a prompt or a list of prompts (str), got {type(text).__name__}.")
@@ -61,6 +63,8 @@ class FrozenOpenCLIPEmbedder2(nn.Module):
         return tokenize(check_prompts(text), self.model.context_length)
 
     def forward(self, text):
+        """Prompts -> the chosen layer's token features (and, for SDXL, the pooled vector), as the class docstring
+        says; only the blocks up to the deepest layer needed are run."""
         tokens = self.token_ids(text).to(self.model.positional_embedding.device)
         blocks = self.model.transformer.resblocks
         needs_last = self.layer == "last" or self.always_return_pooled
@@ -113,6 +117,8 @@ class CLIPAttention(nn.Module):
 
 
 class CLIPMLP(nn.Module):
+    """The block's feed-forward part: hidden -> intermediate -> hidden, with OpenAI CLIP's quick GELU between."""
+
     def __init__(self, hidden_size: int, intermediate_size: int):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
@@ -192,6 +198,9 @@ class FrozenCLIPEmbedder(nn.Module):
         return tokenize(check_prompts(text), self.max_length, pad_token_id=END_OF_TEXT)
 
     def forward(self, text):
+        """Prompts -> the features of `layer` ("last": final-normed last layer; "pooled": the end-of-text feature
+        as one token; "hidden": after layer `layer_idx`), plus the pooled `b hidden_size` with
+        always_return_pooled."""
         text_model = self.transformer
         tokens = self.token_ids(text)
         hidden = text_model.hidden_states(tokens.to(text_model.final_layer_norm.weight.device))

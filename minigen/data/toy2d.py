@@ -105,6 +105,8 @@ MIXTURES = {"ring": ring, "grid": grid, "spiral": spiral}
 
 
 def make_mixture(name: str, **kwargs) -> GaussianMixture2D:
+    """The mixture called `name` in MIXTURES ("ring", "grid" or "spiral"), built with `kwargs`: how notebooks and
+    the command line pick a toy data set by name."""
     if name not in MIXTURES:
         raise ValueError(f"Unknown mixture {name!r}; expected one of {sorted(MIXTURES)}.")
     return MIXTURES[name](**kwargs)

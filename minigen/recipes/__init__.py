@@ -77,6 +77,7 @@ class Recipe:
 
 
 def recipe_names() -> list[str]:
+    """The names `get_recipe` and `python -m minigen.train` accept, without importing any recipe's module."""
     return list(RECIPES)
 
 

@@ -87,6 +87,8 @@ def mean_image(dataset, count: int = 64) -> torch.Tensor:
 
 
 def tiny_pipeline(pipeline_class, engine: DiffusionEngine, preset: str):
+    """A pipeline around an engine being trained, with the preset's sampling defaults, so that the sample grids
+    during training are made the way a user of the trained model will make them."""
     return pipeline_class(engine, pipeline_class.DEFAULTS[preset])
 
 
@@ -258,6 +260,7 @@ def shape_classifier(steps: int = 300, seed: int = 0) -> torch.nn.Module:
 
 @torch.no_grad()
 def accuracy(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """The fraction of `images` the classifier gives their `labels`."""
     return (classifier(images).argmax(1) == labels).float().mean().item()
 
 

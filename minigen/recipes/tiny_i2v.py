@@ -11,8 +11,6 @@ is tiny_svd's VideoUNet trained from scratch with SVD's noise distribution and v
 from dataclasses import replace
 from functools import partial
 
-import torch
-
 from ..data import scenes
 from . import Recipe, worlds
 
@@ -24,16 +22,18 @@ ZERO_KEYS = ("cond_frames", "cond_frames_without_noise")
 
 
 def dataset(seed: int = TRAIN_SEED, length: int = 20_000) -> scenes.MotionVideoDataset:
+    """The recipe's world: moving-object clips; another seed gives objects never seen in training."""
     return scenes.MotionVideoDataset(num_frames=NUM_FRAMES, size=worlds.SIZE, length=length, seed=seed)
 
 
 def training_set() -> worlds.LatentCache:
+    """The first TRAIN_EXAMPLES clips, rendered and encoded once before training."""
     return worlds.LatentCache(dataset(), TRAIN_EXAMPLES)
 
 
 def make_batch(examples: list[dict], generator) -> dict:
-    batch = scenes.video_batch(examples, cond_aug=0.02, generator=generator)
-    return batch | {"latents": torch.cat([example["latents"] for example in examples])}  # (b t) 4 h w
+    """SVD's conditioner keys (with SVD's cond_aug 0.02) and the cached latents of a list of cached clips."""
+    return worlds.with_latents(scenes.video_batch(examples, cond_aug=0.02, generator=generator), examples)
 
 
 def sample(engine, generator):
@@ -44,6 +44,7 @@ def sample(engine, generator):
 
 
 def recipe() -> Recipe:
+    """tiny_i2v's training: what `python -m minigen.train tiny_i2v` runs."""
     return worlds.world_recipe(
         name="tiny_i2v",
         preset="tiny_svd",

@@ -58,6 +58,8 @@ def tiny_unet() -> UNetModel:
 
 
 def build_engine() -> DiffusionEngine:
+    """The untrained engine: the label conditioner, the tiny UNet and EDM's preconditioning, with no first stage
+    (there is no preset for a pixel-space model)."""
     conditioner = GeneralConditioner([EmbedderEntry(OneHotLabel(NUM_CLASSES), input_key="label")])
     return DiffusionEngine(tiny_unet(), Denoiser(EDMScaling(SIGMA_DATA)), conditioner)
 
@@ -83,15 +85,18 @@ def dataset(num_images: int = 4096, seed: int = 0) -> torch.utils.data.Dataset:
 
 
 def make_batch(examples: list[tuple], generator: torch.Generator) -> dict:
+    """(image, label) pairs -> the targets ("frames") and the conditioner's "label"; nothing random to draw."""
     images, labels = zip(*examples, strict=True)
     return {"frames": torch.stack(images), "label": torch.stack(labels)}  # b 3 h w, b
 
 
 def encode(engine: DiffusionEngine, batch: dict) -> torch.Tensor:
-    return batch["frames"]  # the model denoises pixels: no first stage
+    """The training targets: the images themselves, since the model denoises pixels (no first stage)."""
+    return batch["frames"]
 
 
 def loss() -> StandardDiffusionLoss:
+    """EDM's training noise levels and loss weighting, matching the EDM preconditioning of build_engine."""
     return StandardDiffusionLoss(EDMSampling(), EDMWeighting(SIGMA_DATA))
 
 
@@ -112,6 +117,7 @@ def sample(engine: DiffusionEngine, generator: torch.Generator, image_size: int 
 
 
 def recipe() -> Recipe:
+    """tiny_image's training: what `python -m minigen.train tiny_image` runs."""
     return Recipe(
         name="tiny_image",
         preset="tiny_image",  # no preset in minigen.presets: build_engine makes the engine

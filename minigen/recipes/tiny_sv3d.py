@@ -11,8 +11,6 @@ from scratch with SVD's noise distribution (log sigma ~ N(1.0, 1.6)) and v-predi
 from dataclasses import replace
 from functools import partial
 
-import torch
-
 from ..data import scenes
 from . import Recipe, worlds
 
@@ -23,10 +21,12 @@ ZERO_KEYS = ("cond_frames", "cond_frames_without_noise")  # what the uncondition
 
 
 def dataset(seed: int = TRAIN_SEED, length: int = 20_000) -> scenes.OrbitDataset:
+    """The recipe's world: orbits round procedural objects; another seed gives objects never seen in training."""
     return scenes.OrbitDataset(num_views=NUM_VIEWS, size=worlds.SIZE, length=length, seed=seed)
 
 
 def training_set() -> worlds.LatentCache:
+    """The first TRAIN_EXAMPLES orbits, rendered and encoded once before training."""
     return worlds.LatentCache(dataset(), TRAIN_EXAMPLES)
 
 
@@ -38,8 +38,8 @@ def prepare(engine) -> None:
 
 
 def make_batch(examples: list[dict], generator) -> dict:
-    batch = scenes.orbit_batch(examples, cond_aug=1e-5, generator=generator)
-    return batch | {"latents": torch.cat([example["latents"] for example in examples])}  # (b t) 4 h w
+    """SV3D_p's conditioner keys (with SV3D's cond_aug 1e-5) and the cached latents of a list of cached orbits."""
+    return worlds.with_latents(scenes.orbit_batch(examples, cond_aug=1e-5, generator=generator), examples)
 
 
 def sample(engine, generator):
@@ -50,6 +50,8 @@ def sample(engine, generator):
 
 
 def recipe() -> Recipe:
+    """tiny_sv3d's training: what `python -m minigen.train tiny_sv3d` runs (after tiny_i2v, whose model it starts
+    from)."""
     return worlds.world_recipe(
         name="tiny_sv3d",
         preset="tiny_sv3d",

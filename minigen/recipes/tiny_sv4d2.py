@@ -27,11 +27,14 @@ ZERO_KEYS = ("cond_frames", "cond_frames_without_noise", "cond_view", "cond_moti
 
 
 def dataset(seed: int = TRAIN_SEED, length: int = 20_000) -> scenes.MovingObjectDataset:
+    """The recipe's world: videos of moving objects seen by five cameras, the input camera first; another seed gives
+    objects never seen in training."""
     return scenes.MovingObjectDataset(num_frames=VIDEO_FRAMES, num_views=NUM_VIEWS + 1, size=worlds.SIZE,
                                       length=length, seed=seed)
 
 
 def training_set() -> worlds.LatentCache:
+    """The first TRAIN_EXAMPLES videos, rendered and encoded once before training."""
     return worlds.LatentCache(dataset(), TRAIN_EXAMPLES)
 
 
@@ -92,12 +95,14 @@ SVD_TO_SV4D2 = {".time_stack.": ".motion_blocks.", ".time_pos_embed.": ".time_mi
 
 
 def sample(engine, generator):
+    """A held-out object: the true novel-view videos above the model's, for the periodic sample grid."""
     from .quality import multiview_grid
 
     return multiview_grid(engine, dataset(HELD_OUT_SEED, length=1), generator)
 
 
 def recipe() -> Recipe:
+    """tiny_sv4d2's training: what `python -m minigen.train tiny_sv4d2` runs (after tiny_svd and tiny_sv3d)."""
     return worlds.world_recipe(
         name="tiny_sv4d2",
         preset="tiny_sv4d2",

@@ -114,6 +114,8 @@ def start_from_course_model(engine, preset: str, renames: dict[str, str] | None 
 
 
 def rename(key: str, renames: dict[str, str]) -> str:
+    """`key` with every old part of `renames` replaced by its new part, in order (e.g. `.time_stack.` ->
+    `.motion_blocks.`: where one course model's layer lives in another's layout)."""
     for old, new in renames.items():
         key = key.replace(old, new)
     return key
@@ -186,6 +188,12 @@ class LatentCache(torch.utils.data.Dataset):
 def to_float(frames: torch.Tensor) -> torch.Tensor:
     """uint8 frames -> float32 in [-1, 1]."""
     return frames.float() / 127.5 - 1
+
+
+def with_latents(batch: dict, examples: list[dict]) -> dict:
+    """A batch of LatentCache examples with their cached latents beside the frames, `(b t) 4 h w` in the frames'
+    order, where `cached_latents` reads them instead of encoding the frames again."""
+    return batch | {"latents": torch.cat([example["latents"] for example in examples])}
 
 
 def cached_latents(engine, batch: dict) -> torch.Tensor:
@@ -337,6 +345,7 @@ def latent_std(vae: AutoencoderKL, generator: torch.Generator, count: int = 256)
 
 
 def main() -> None:
+    """`python -m minigen.recipes.worlds`: fine-tune and write the worlds VAE, or `--export` a trained run."""
     parser = argparse.ArgumentParser(description="Fine-tune the course VAE on the worlds of minigen.data.scenes, "
                                                  "or (--export) turn a training run into a data/ model file.")
     parser.add_argument("--steps", type=int, default=1500, help="image VAE steps (the temporal decoder gets half)")
