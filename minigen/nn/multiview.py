@@ -193,6 +193,13 @@ class MultiviewTransformer(SpatialTransformer, TimeMixing):
     def forward(self, x: torch.Tensor, context: torch.Tensor, cond_view: torch.Tensor,
                 emb: torch.Tensor | None = None,
                 image_only_indicator: torch.Tensor | None = None) -> torch.Tensor:
+        """`(b t v) c h w` -> the same shape: in each block, attention within every image, then across the v
+        views of each time (view_attention), then across the t times of each view (motion_attention); plus `x`.
+
+        `context` `b t d` holds one CLIP token per time; `cond_view` `(b v) c h w` the reference views' latents,
+        which motion attention reads pixel by pixel; `emb` is the UNet's embedding vector, which makes the view
+        embedding when use_camera_emb (SV4D 2.0); `image_only_indicator` `b (t v)` feeds the blends.
+        """
         (b, t, _), (h, w) = context.shape, x.shape[2:]
         v = cond_view.shape[0] // b
         if x.shape[0] != b * t * v:

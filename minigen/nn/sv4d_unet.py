@@ -91,6 +91,10 @@ class SpatialUNetModelWithTime(UNetBackbone):
                 y: torch.Tensor | None = None, cond_view: torch.Tensor | None = None,
                 cond_motion: torch.Tensor | None = None, num_video_frames: int | None = None,
                 image_only_indicator: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's output for `x` `(b t v) c h w` (t times x v views, time major), as UNetModel.forward
+        with the multi-view inputs: `context` `b t d` and `cond_view` `(b v) c h w`, read by the multi-view
+        transformers, and `cond_motion` `(b t) c h w`, checked but not read (see the class docstring);
+        num_video_frames defaults to t x v."""
         frames, views = self.check_multiview_inputs(x, context, cond_view, cond_motion)
         num_video_frames = num_video_frames or frames * views
         self.check_inputs(x, timesteps, context, y)

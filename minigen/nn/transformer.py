@@ -187,6 +187,11 @@ class SpatialTransformer(nn.Module):
         return x if self.use_linear else self.proj_out(x)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | list | None = None) -> torch.Tensor:
+        """`b c h w` -> `b c h w`: the feature map as tokens through every block, back to a map, plus `x`.
+
+        `context` `b m d` is what cross-attention reads; a list of them gives each block its own (for a
+        context_dim given per block), a single one serves every block.
+        """
         contexts = context if isinstance(context, list) else [context]
         tokens = self.tokens_in(x)
         for index, block in enumerate(self.transformer_blocks):

@@ -97,6 +97,8 @@ class AlphaBlender(nn.Module):
 
     def forward(self, x_spatial: torch.Tensor, x_temporal: torch.Tensor,
                 image_only_indicator: torch.Tensor | None = None) -> torch.Tensor:
+        """`alpha * x_spatial + (1 - alpha) * x_temporal`, alpha in the tensors' dtype; `image_only_indicator`
+        `b t` (1: a still image) matters only to the "learned_with_images" strategy."""
         alpha = self.get_alpha(image_only_indicator).to(x_spatial.dtype)
         return alpha * x_spatial + (1.0 - alpha) * x_temporal
 
@@ -128,6 +130,8 @@ class TemporalResBlock(ResBlock):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, num_video_frames: int,
                 image_only_indicator: torch.Tensor | None = None) -> torch.Tensor:
+        """`(b t) c h w` frames with their embeddings `(b t) c` -> `(b t) c' h w`: the per-frame ResBlock, then
+        the subclass's temporal block across each video's `num_video_frames` frames, the two blended."""
         check_frames(x.shape[0], num_video_frames, type(self).__name__)
         x = super().forward(x, emb)  # (b t) c h w
         x_spatial = rearrange(x, "(b t) c h w -> b c t h w", t=num_video_frames)
@@ -332,6 +336,9 @@ class SpatialVideoTransformer(SpatialTransformer):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 time_context: torch.Tensor | None = None, num_video_frames: int | None = None,
                 image_only_indicator: torch.Tensor | None = None) -> torch.Tensor:
+        """`(b t) c h w` -> `(b t) c h w`: in each block, attention within every frame (reading `context`), then
+        attention across each pixel's frames (reading `time_context`, see temporal_context), the two blended by
+        time_mixer; plus `x`."""
         check_frames(x.shape[0], num_video_frames, "SpatialVideoTransformer")
         h, w = x.shape[2:]
         time_context = self.temporal_context(context, time_context, num_video_frames, tokens=h * w)

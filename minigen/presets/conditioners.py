@@ -64,6 +64,7 @@ class ConditionerConfig:
     emb_models: list[EmbedderConfig]
 
     def build(self) -> GeneralConditioner:
+        """The `conditioner.` part: every embedder built, in emb_models order (`embedders.0.`, `embedders.1.`...)."""
         return GeneralConditioner([embedder.build() for embedder in self.emb_models])
 
     @classmethod

@@ -42,6 +42,8 @@ class FirstStageConfig:
     en_and_decode_n_samples_a_time: int | None = None  # frames per codec call; None: all at once
 
     def build(self) -> AutoencoderKL:
+        """The `first_stage_model.` part: encoder (or none), image or temporal decoder, quant convs when embed_dim
+        is set, with the engine's scale factor and chunk size."""
         ddconfig = asdict(self.ddconfig)
         encoder = Encoder(**ddconfig) if self.encoder_target == "Encoder" else None
         if self.decoder_target == "VideoDecoder":
