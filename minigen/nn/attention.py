@@ -1,12 +1,13 @@
-"""Scaled dot-product attention: the one attention function every minigen network calls.
+"""Scaled dot-product attention: the one attention function of minigen's UNets and VAEs.
 
 `attention(q, k, v)` computes softmax(q k^T / sqrt(d)) v with PyTorch's fused
 `scaled_dot_product_attention`; `query_chunk_size=` splits the queries to bound memory (useful on CPU,
 where a 4096 x 4096 score matrix per head is large). `naive_attention` writes the same maths out in
 full, for teaching and benchmarks, and `use_attention(naive_attention)` runs a whole network with it.
 Every attention layer (the UNets' transformers, the video, view and motion attention, the VAE's
-`AttnBlock`) goes through `attention`; the one exception is CLIP's causal text encoder
-(`minigen.conditioning.text`), which asks SDPA for its causal mask directly. Taught in notebook 04;
+`AttnBlock`) goes through `attention`. The conditioners' encoders do not: CLIP ViT-L's causal text encoder
+(`minigen.conditioning.text`) asks SDPA for its causal mask directly, and the OpenCLIP towers are open_clip's own
+modules, with open_clip's attention. Taught in notebook 04;
 replaces the reference's attention backends in `sgm/modules/attention.py` and
 `sgm/modules/diffusionmodules/model.py`.
 """
