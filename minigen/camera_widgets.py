@@ -4,14 +4,12 @@ Taught in notebook 06; draws what `minigen.camera` computes (the reference has n
 matplotlib renders a PNG into an ipywidgets.Image, so it works in any Jupyter front end and in tests.
 """
 
-import io
-
 import ipywidgets as widgets
-import matplotlib
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ._render import figure_png, stepped_style
 from .camera import (
     SV3D_NUM_FRAMES,
     Trajectory,
@@ -33,9 +31,7 @@ TRAJECTORY_TYPES = {
     "SV4D 2.0 8-view default": "sv4d2_8views",
 }
 SV4D2_MODELS = ("sv4d2", "sv4d2_8views")
-# 9 colour levels, no smoothing: easy to read, and the PNGs stay small enough to keep in notebooks
-HEAT_MAP_STYLE = {"cmap": matplotlib.colormaps["RdBu"].resampled(9), "vmin": -1, "vmax": 1,
-                  "interpolation": "nearest", "aspect": "auto"}
+HEAT_MAP_STYLE = stepped_style("RdBu", vmin=-1, vmax=1, aspect="auto")
 
 
 def network_angles(trajectory: Trajectory, model: str | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -108,8 +104,10 @@ def angle_table_html(trajectory: Trajectory, model: str | None = None) -> str:
     return "<pre style='font-size:10px; line-height:1.2'>" + "\n".join(lines) + "</pre>"
 
 
-class CameraExplorer:
-    """Sliders -> `self.trajectory`, redrawn live. Display `explorer.widget` (or the explorer itself)."""
+class CameraExplorer(widgets.VBox):
+    """Sliders -> `self.trajectory`, redrawn live: the cameras round the object, their embedding and the angle
+    table. The explorer is a widget (display it); `explorer.trajectory` is what the sliders describe (None until
+    they describe possible cameras), `explorer.message` says why they do not."""
 
     def __init__(self, dpi: int = 72):
         self.dpi = dpi
@@ -129,7 +127,7 @@ class CameraExplorer:
         self.sliders = (self.elevation, self.num_frames, self.azimuth_offset, self.amplitude)
         for control in (self.kind, *self.sliders):
             control.observe(self.update, names="value")
-        self.widget = widgets.VBox([
+        super().__init__([
             widgets.HBox([self.kind, self.elevation, self.num_frames]),
             widgets.HBox([self.azimuth_offset, self.amplitude]),
             self.message, self.image, self.angles,
@@ -139,6 +137,7 @@ class CameraExplorer:
 
     @property
     def model(self) -> str | None:
+        """The model whose script default trajectory is chosen, or None when the sliders build the orbit."""
         return TRAJECTORY_TYPES[self.kind.value]
 
     def build_trajectory(self) -> Trajectory:
@@ -151,6 +150,8 @@ class CameraExplorer:
         return static_orbit(self.num_frames.value, self.elevation.value, self.azimuth_offset.value)
 
     def update(self, change=None) -> None:
+        """Rebuild the trajectory from the controls and redraw; impossible cameras leave the last picture and say
+        why. Sliders that the chosen trajectory type ignores are disabled."""
         for slider in self.sliders:
             slider.disabled = self.model is not None
         self.amplitude.disabled = self.kind.value != "dynamic orbit"
@@ -162,13 +163,7 @@ class CameraExplorer:
         self.message.value = ""
         self.trajectory = trajectory
         self.angles.value = angle_table_html(trajectory, self.model)
-        figure = trajectory_figure(trajectory, self.model, self.dpi)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        self.image.value = buffer.getvalue()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        self.image.value = figure_png(trajectory_figure(trajectory, self.model, self.dpi))
 
 
 def camera_explorer(dpi: int = 72) -> CameraExplorer:

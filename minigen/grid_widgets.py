@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from . import io
+from ._render import figure_png
 from .camera import SV3D_NUM_FRAMES
 from .data import scenes
 from .nn.multiview import MultiviewTransformer, ResBlockWithTime
@@ -35,7 +36,6 @@ from .pipelines.sv4d import (
 )
 from .presets import get_preset
 from .video_widgets import tile_clips
-from .widgets import figure_png
 
 # ---------------------------------------------------------------------------------------------- schedules
 
@@ -175,6 +175,8 @@ class ScheduleExplorer(widgets.VBox):
         self.update()  # again if the steps changed: the picture is cached
 
     def update(self, change=None) -> None:
+        """Show the schedule of the chosen model and frame count (each picture drawn once) and its cost in
+        network passes; a frame count the model cannot take says why instead."""
         model = self.model.value
         frames = None if model in SV4DPipeline.DEFAULTS else self.frames.value
         key = (model, frames)
@@ -438,6 +440,8 @@ class GridPlayer(widgets.VBox):
         return self.cache[key]
 
     def update(self, change=None) -> None:
+        """Show the chosen entry: its GIF while "play" is on (the time slider then off), else its still at the
+        slider's time."""
         self.time.disabled = self.play.value
         value, kind = self.picture(self.entry.value, None if self.play.value else self.time.value)
         self.image.format, self.image.value = kind, value

@@ -15,12 +15,12 @@ from IPython.display import Image
 from matplotlib.figure import Figure
 
 from . import io
+from ._render import figure_png
 from .camera import Trajectory, relative_azimuths_deg
 from .camera_widgets import CameraExplorer
 from .data import scenes
 from .recipes.quality import as_uint8, psnr, to_unit  # as_uint8: orbits `v 3 H W` -> uint8 views
 from .video_widgets import tile_clips
-from .widgets import figure_png
 
 PNG_COLOURS = 128  # the widget's PNG palette: enough for the renders' smooth shading, still small to store
 
@@ -127,13 +127,13 @@ class OrbitResult:
         return self.psnr[:-1].mean().item()
 
 
-class OrbitExplorer:
+class OrbitExplorer(widgets.VBox):
     """The camera explorer (notebook 06) driving an SV3D_p pipeline, one of `objects` at a time.
 
     Move the sliders to choose the cameras, pick an object, press "sample": the renderer draws the truth at those
     cameras, its last view goes to the model as the input view, and the model's orbit appears under the truth
     with each view's PSNR, plus an animation. Samples are cached by (object, cameras, seed), so going back is free.
-    Display `explorer.widget` (or the explorer itself); `explorer.sample()` does what the button does.
+    The explorer is a widget (display it); `explorer.sample()` does what the button does.
     """
 
     def __init__(self, pipeline, objects: list, *, seed: int = 0, num_steps: int | None = None, size: int = 64,
@@ -152,8 +152,8 @@ class OrbitExplorer:
         self.status = widgets.HTML()
         self.image = widgets.Image(format="png")
         self.animation = widgets.Image(format="gif")
-        self.widget = widgets.VBox([
-            self.cameras.widget,
+        super().__init__([
+            self.cameras,
             widgets.HBox([self.object, self.seed, self.button]),
             self.status, self.image, widgets.HBox([widgets.HTML("truth | model "), self.animation]),
         ])
@@ -161,6 +161,7 @@ class OrbitExplorer:
         self.result: OrbitResult | None = None
 
     def key(self, trajectory: Trajectory) -> tuple:
+        """What makes a sample: object, cameras, seed and step count (the cache's key)."""
         return (self.object.value, trajectory.elevations_deg, trajectory.azimuths_deg, self.seed.value,
                 self.num_steps)
 
@@ -190,6 +191,8 @@ class OrbitExplorer:
         return result
 
     def show(self, result: OrbitResult) -> None:
+        """Put a sample on screen: the mean PSNR of the novel views (and a warning for a view count the model was
+        not trained on), truth above model with each view's PSNR, and the animation."""
         trained = self.pipeline.defaults.num_frames
         views = result.trajectory.num_frames
         warning = (f" The model was trained on {trained}-view orbits; {views} views are outside its training."
@@ -202,9 +205,6 @@ class OrbitExplorer:
         self.image.value = figure_png(figure, PNG_COLOURS)
         self.animation.value = orbit_gif(result.truth, result.generated)
         self.result = result
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
 
 
 def orbit_explorer(pipeline, objects: list, **kwargs) -> OrbitExplorer:

@@ -5,20 +5,15 @@ CPU only: matplotlib renders a PNG into an `ipywidgets.Image`, so the widgets wo
 end and in tests, and each keeps what it shows as plain attributes (`explorer.sigma`, `stepper.x`, ...).
 """
 
-import io
-
 import ipywidgets as widgets
-import matplotlib
-import PIL.Image
 import torch
 from matplotlib.figure import Figure
 
+from ._render import figure_png, stepped_style
 from .camera_widgets import camera_explorer  # noqa: F401  (notebook 06; lives beside the camera code)
 from .data.toy2d import GaussianMixture2D
 
-# 9 colour levels, no smoothing: easy to read, and the PNGs stay small enough to keep in notebooks
-DENSITY_STYLE = {"cmap": matplotlib.colormaps["Greys"].resampled(9), "alpha": 0.6, "interpolation": "nearest",
-                 "origin": "lower"}
+DENSITY_STYLE = stepped_style("Greys", alpha=0.6, origin="lower")
 
 
 def data_extent(mixture: GaussianMixture2D, margin: float = 0.5) -> float:
@@ -60,18 +55,6 @@ def draw_vector_field(ax, denoiser, mixture: GaussianMixture2D, sigma: float, ex
     return arrows
 
 
-def figure_png(figure: Figure, colours: int = 32) -> bytes:
-    """The figure as PNG bytes for an ipywidgets.Image, reduced to a palette of `colours` colours.
-
-    Notebooks store every widget image they show; the palette makes each about 10x smaller.
-    """
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    palette_buffer = io.BytesIO()
-    PIL.Image.open(buffer).convert("RGB").quantize(colours).save(palette_buffer, format="png", optimize=True)
-    return palette_buffer.getvalue()
-
-
 class SigmaExplorer(widgets.VBox):
     """A log slider over sigma: the data noised to sigma (left), the denoiser's field D(x, sigma) - x (right).
 
@@ -100,6 +83,7 @@ class SigmaExplorer(widgets.VBox):
 
     @property
     def sigma(self) -> float:
+        """The noise level the slider shows."""
         return self.slider.value
 
     def update(self, change=None) -> None:
@@ -162,6 +146,7 @@ class SamplerStepper(widgets.VBox):
 
     @property
     def step(self) -> int:
+        """The step the slider shows, counted from 0 (the state after the first step)."""
         return self.slider.value
 
     @property

@@ -94,6 +94,7 @@ def test_pictures_of_orbits():
 def test_explorer_samples_caches_and_refuses_bad_cameras(pipe):
     objects = [scenes.random_object(torch.Generator().manual_seed(seed)) for seed in (0, 1)]
     explorer = orbit_explorer(pipe, objects, num_steps=STEPS)
+    assert explorer.children[0] is explorer.cameras  # the camera explorer is a part of this one
     assert explorer.cameras.num_frames.value == 8  # starts at what the tiny model was trained on
     result = explorer.sample()
     assert isinstance(result, OrbitResult) and explorer.result is result

@@ -83,3 +83,21 @@ def test_camera_explorer_is_reachable_from_minigen_widgets():
 
     explorer = widgets.camera_explorer()
     assert explorer.trajectory is not None
+
+
+def test_every_explorer_is_one_widget_with_palette_pictures():
+    """One pattern for the course's interactive views: each is an ipywidgets.VBox, displayed as it is, and its
+    matplotlib pictures are palette PNGs (small enough for a notebook to keep)."""
+    import io
+
+    import ipywidgets
+    import PIL.Image
+
+    from minigen import camera_widgets, grid_widgets, orbit_widgets, video_widgets, widgets
+
+    views = (widgets.SigmaExplorer, widgets.SamplerStepper, camera_widgets.CameraExplorer,
+             orbit_widgets.OrbitExplorer, grid_widgets.ScheduleExplorer, grid_widgets.GridPlayer,
+             video_widgets.ClipPlayer, video_widgets.ClipExplorer)
+    assert all(issubclass(view, ipywidgets.VBox) for view in views)
+    cameras = widgets.camera_explorer()
+    assert PIL.Image.open(io.BytesIO(cameras.image.value)).mode == "P"
