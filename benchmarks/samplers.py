@@ -37,9 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
 
 from minigen.data.toy2d import spiral  # noqa: E402
-from minigen.diffusion import EDMDiscretization, ExponentialDiscretization, VanillaCFG, by_name  # noqa: E402
+from minigen.diffusion import (  # noqa: E402
+    DEISSampler,
+    EDMDiscretization,
+    ExponentialDiscretization,
+    HeunEDMSampler,
+    VanillaCFG,
+    by_name,
+)
 from minigen.diffusion.discretization import TunedEDMDiscretization  # noqa: E402
-from minigen.diffusion.samplers import nfe_per_call  # noqa: E402
 
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "samplers_error_vs_nfe.png"
 PEER_STUBS = Path(__file__).resolve().parent / "_peer_stubs"  # a stand-in `clip` module for k_diffusion's import
@@ -169,7 +175,7 @@ def run_minigen(algorithm, schedule, denoise, noise, budget, seed=SAMPLER_SEED):
     name, options = algorithm.minigen
     sampler = by_name("sampler", name)(SCHEDULES[schedule][0], progress=False, **options)
     steps = steps_for_budget(algorithm, budget)
-    assert nfe_per_call(name, steps) <= budget
+    assert sampler.network_calls(steps) <= budget
     counted = CountingDenoiser(denoise)
     samples = sampler(lambda x, sigma, cond: counted(x, sigma), noise, {}, num_steps=steps,
                       generator=torch.Generator().manual_seed(seed))
@@ -272,7 +278,7 @@ def mean_rms(samples: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def heun_solution(denoise, noise, steps) -> torch.Tensor:
-    sampler = by_name("sampler", "HeunEDMSampler")(SCHEDULES["rho 7"][0], progress=False)
+    sampler = HeunEDMSampler(SCHEDULES["rho 7"][0], progress=False)
     return sampler(lambda x, sigma, cond: denoise(x, sigma), noise, {}, num_steps=steps)
 
 
@@ -375,8 +381,7 @@ def rho_scan(mixture) -> list[dict]:
     rows = []
     for rho in SCAN_RHOS:
         for budget in NFE_BUDGETS:
-            sampler = by_name("sampler", "DEISSampler")(EDMDiscretization64(SIGMA_MIN, SIGMA_MAX, rho=rho),
-                                                        progress=False)
+            sampler = DEISSampler(EDMDiscretization64(SIGMA_MIN, SIGMA_MAX, rho=rho), progress=False)
             samples = sampler(lambda x, sigma, cond: denoise(x, sigma), noise, {}, num_steps=budget)
             rows.append(dict(rho=rho, budget=budget, error=mean_l2(samples, reference)))
     return rows
@@ -425,7 +430,7 @@ def time_samplers(peers, mixture, budget: int = 25) -> list[dict]:
         for algorithm in ALGORITHMS + ANCESTRAL:
             if algorithm.minigen is None:
                 continue
-            nfe = nfe_per_call(algorithm.minigen[0], steps_for_budget(algorithm, budget))
+            nfe = by_name("sampler", algorithm.minigen[0]).network_calls(steps_for_budget(algorithm, budget))
             contenders = {"bare calls": lambda nfe=nfe, noise=noise, sigma=sigma: [
                 mixture.denoise(noise, sigma) for _ in range(nfe)]}
             for library in LIBRARIES:

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+import torch
 from einops import rearrange
 from PIL import Image, ImageSequence
-
-from .preprocess import composite_on_white
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov")
@@ -23,22 +22,57 @@ IMAGE_FILES = "a PNG, JPEG, WebP, BMP or GIF file"  # what the readers expect, f
 VIDEO_FILES = "an MP4, GIF, WebM or MOV file, a folder of images or a glob pattern"
 
 
-def _as_uint8_frames(frames, ndim: int, what: str) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8:
-        raise ValueError(f"{what} must be uint8 (0-255), got {frames.dtype}; convert with minigen.io.to_uint8.")
-    if frames.ndim != ndim or frames.shape[-1] not in (1, 3, 4):
-        layout = {3: "[H, W, C]", 4: "[T, H, W, C]", 5: "[V, T, H, W, C]"}[ndim]
-        raise ValueError(f"{what} must have shape {layout} with C in 1, 3, 4; got {list(frames.shape)}.")
-    return frames
+# the layout of a uint8 array by its number of dimensions, for check_uint8's messages
+LAYOUTS = {3: "[H, W, C]", 4: "frames [T, H, W, C]", 5: "[V, T, H, W, C]"}
 
 
-def to_uint8(images) -> np.ndarray:
-    """Map float images in [-1, 1] (the models' range) to uint8 [0, 255]; values outside are an error."""
+def check_uint8(array, ndim: int, what: str, channels: tuple[int, ...] = (1, 3, 4),
+                fix: str = "convert [-1, 1] floats with minigen.io.to_uint8") -> np.ndarray:
+    """`array` as a numpy uint8 array of `ndim` dimensions (an image 3, a video 4, multi-view videos 5) whose last,
+    C, is in `channels`; otherwise a ValueError that names `what`, the layout expected, what came, and `fix`.
+
+    The one check of every place that takes pixels as they are saved: the writers here, the pipelines' inputs,
+    minigen.preprocess and the clip widgets.
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim != ndim or array.shape[-1] not in channels:
+        layout = LAYOUTS[ndim]
+        layout = layout.replace("C]", f"{channels[0]}]") if len(channels) == 1 else \
+            f"{layout} with C in {', '.join(map(str, channels))}"
+        raise ValueError(f"{what} must be uint8 {layout}, got {array.dtype} {list(array.shape)}; {fix}.")
+    return array
+
+
+def to_uint8(images, mode: str = "round") -> np.ndarray:
+    """Float images in [-1, 1] (the models' range; numpy or torch, channels last) as uint8 in [0, 255].
+
+    mode="round": each value to the nearest level; values outside [-1, 1] are an error (nothing is clamped
+    silently). mode="truncate": the reference sampling scripts' conversion, which the pipelines use so that their
+    frames are the bytes the scripts save: clamp((x + 1) / 2, 0, 1) * 255 in float32, cut down to integers (not
+    rounded), a decoder's overshoot beyond [-1, 1] clamped as the scripts clamp it.
+    """
+    if isinstance(images, torch.Tensor):
+        images = images.detach().float().cpu().numpy()
     images = np.asarray(images, dtype=np.float32)
+    if mode == "truncate":
+        return (np.clip((images + 1.0) / 2.0, 0.0, 1.0) * 255).astype(np.uint8)
+    if mode != "round":
+        raise ValueError(f"mode must be 'round' or 'truncate' (the reference scripts'), got {mode!r}.")
     if images.min() < -1.001 or images.max() > 1.001:
         raise ValueError(f"Expected values in [-1, 1], got [{images.min():.3f}, {images.max():.3f}].")
     return np.round((np.clip(images, -1, 1) + 1) * 127.5).astype(np.uint8)
+
+
+def composite_on_white(rgba) -> np.ndarray:
+    """Blend an RGBA image over white: rgb * alpha + (1 - alpha), in float64 on [0, 1].
+
+    The result is truncated to uint8, (rgb * 255).astype(uint8), as the reference scripts do (not rounded), so a
+    soft edge pixel can be one level darker than rounding would give. The readers use it for transparent files,
+    minigen.preprocess for the framed objects.
+    """
+    rgba = check_uint8(rgba, 3, "An RGBA image", channels=(4,), fix="give it an alpha channel (C = 4) first") / 255.0
+    rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])  # float64, as numpy gives the scripts
+    return (rgb * 255).astype(np.uint8)
 
 
 def _output_path(path, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
@@ -147,14 +181,15 @@ def read_video(source, keep_alpha: bool = False) -> np.ndarray:
 
 
 def write_image(image, path, overwrite: bool = False) -> Path:
+    """Write a uint8 image [H, W, C] as PNG, JPEG, WebP or BMP (chosen by the file's suffix)."""
     path = _output_path(path, overwrite, IMAGE_SUFFIXES)
-    iio.imwrite(path, _as_uint8_frames(image, 3, "An image"))
+    iio.imwrite(path, check_uint8(image, 3, "An image"))
     return path
 
 
 def write_video(frames, path, fps: float = 7, overwrite: bool = False) -> Path:
     """Write [T, H, W, C] uint8 frames as mp4 or gif (chosen by the file's suffix)."""
-    frames = _as_uint8_frames(frames, 4, "Video frames")
+    frames = check_uint8(frames, 4, "A video")
     path = _output_path(path, overwrite, VIDEO_SUFFIXES)
     if path.suffix.lower() == ".gif":
         iio.imwrite(path, frames, duration=1000 / fps, loop=0)
@@ -167,14 +202,14 @@ def write_video(frames, path, fps: float = 7, overwrite: bool = False) -> Path:
 def gif_bytes(frames, fps: float = 7, scale: int = 1) -> bytes:
     """[T, H, W, C] uint8 frames as an animated GIF in memory, each pixel repeated `scale` times: what a notebook
     shows with `ipywidgets.Image(value=gif_bytes(frames), format="gif")`, tiny frames enlarged without blur."""
-    frames = _as_uint8_frames(frames, 4, "Video frames")
+    frames = check_uint8(frames, 4, "A video")
     frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
     return iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0)
 
 
 def views_grid(videos) -> np.ndarray:
     """Multi-view videos [V, T, H, W, C] as one video with the views side by side: [T, H, V*W, C]."""
-    videos = _as_uint8_frames(videos, 5, "Multi-view videos")
+    videos = check_uint8(videos, 5, "Multi-view videos")
     return rearrange(videos, "v t h w c -> t h (v w) c")
 
 

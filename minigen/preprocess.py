@@ -24,25 +24,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .io import check_uint8, composite_on_white
+
 MODEL_PATH_VARIABLE = "MINIGEN_REMBG_MODEL"
 REMBG_MAX_SIZE = 768  # the SV3D script shrinks an image to fit 768 x 768 before rembg
 WHITE_THRESHOLD = 250  # the SV4D helper: a pixel whose channel mean is <= 250 is not background
 
 
 def _check_image(image, channels=(3, 4)) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in channels:
-        raise ValueError(
-            f"Expected a uint8 image [H, W, C] with C in {channels}, got {image.dtype} {list(image.shape)}."
-        )
-    return image
+    return check_uint8(image, 3, "An image", channels, fix="minigen.io.read_image(path, keep_alpha=True) reads one")
 
 
 def _check_video(frames) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (3, 4) or len(frames) == 0:
-        raise ValueError(f"Expected uint8 video frames [N, H, W, C] with N >= 1 and C in (3, 4), got {frames.dtype} "
-                         f"{list(frames.shape)}; minigen.io.read_video(path, keep_alpha=True) reads them from a file.")
+    frames = check_uint8(frames, 4, "A video", (3, 4), fix="minigen.io.read_video(path, keep_alpha=True) reads "
+                         "them from a file")
+    if len(frames) == 0:
+        raise ValueError("The video has no frames; give at least one.")
     return frames
 
 
@@ -162,17 +159,6 @@ def centre_object(rgba, image_frame_ratio: float | None = None) -> np.ndarray:
         raise ValueError(f"The object ({height} x {width}) does not fit a square of the image's height ({side}); "
                          "pass image_frame_ratio (e.g. 0.85) to size the square from the object.")
     return _paste_centred(rgba[top:top + height, left:left + width], side)
-
-
-def composite_on_white(rgba) -> np.ndarray:
-    """Blend an RGBA image over white: rgb * alpha + (1 - alpha), in float64 on [0, 1].
-
-    The result is truncated to uint8, (rgb * 255).astype(uint8), as the scripts do (not rounded), so a
-    soft edge pixel can be one level darker than rounding would give.
-    """
-    rgba = _check_image(rgba, channels=(4,)) / 255.0  # float64, as numpy gives the scripts
-    rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
-    return (rgb * 255).astype(np.uint8)
 
 
 def _resize(rgba: np.ndarray, height: int, width: int) -> np.ndarray:

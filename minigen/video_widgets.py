@@ -13,16 +13,13 @@ import warnings
 import ipywidgets as widgets
 import numpy as np
 
-from .io import gif_bytes
+from .io import check_uint8, gif_bytes
 
 
 def check_clip(frames, what: str = "A clip") -> np.ndarray:
-    """`frames` as a uint8 array `[T, H, W, C]` (C 1, 3 or 4), or an error that says what was expected."""
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{what} must be uint8 frames [T, H, W, C] with C in 1, 3, 4 (what the pipelines return), "
-                         f"got {frames.dtype} {list(frames.shape)}; convert [-1, 1] floats with minigen.io.to_uint8.")
-    return frames
+    """`frames` as a uint8 array `[T, H, W, C]` (C 1, 3 or 4: what the pipelines return), or an error that says
+    what was expected."""
+    return check_uint8(frames, 4, what)
 
 
 def tile_clips(clips, columns: int | None = None, gap: int = 2, background: int = 255) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The maths of diffusion: scaling, schedules, denoisers, samplers, guiders and the training loss.
 
-Every class is also reachable by its reference name through `by_name(kind, name)`, for the golden
-conformance runner and for configs written as strings.
+Inside the library these are passed around as classes (`sampler=EulerEDMSampler`, `scaling=EpsScaling`).
+`by_name(kind, name)` finds a class by its reference name only where names come in as strings: the command
+line, the pipelines' `sampler=` option, reference configs' `target`s and the golden conformance runner.
 """
 
 from . import discretization, guiders, samplers, scaling, training

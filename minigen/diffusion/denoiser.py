@@ -30,9 +30,11 @@ class Denoiser(nn.Module):
         return sigma
 
     def quantize_c_noise(self, c_noise: torch.Tensor) -> torch.Tensor:
+        """The network's noise input as it receives it: c_noise itself here, an index for discrete models."""
         return c_noise
 
     def forward(self, network, x: torch.Tensor, sigma: torch.Tensor, cond: dict, **extra_inputs) -> torch.Tensor:
+        """D(x, sigma) = c_skip x + c_out F(c_in x, c_noise): the network F preconditioned by the scaling."""
         sigma = self.quantize_sigma(sigma)  # b
         c_skip, c_out, c_in, c_noise = self.scaling(append_dims(sigma, x.ndim))  # each b 1 1 1
         c_noise = self.quantize_c_noise(c_noise.reshape(sigma.shape))  # b
@@ -62,14 +64,18 @@ class DiscreteDenoiser(Denoiser):
         self.register_buffer("sigmas", discretization(num_idx, do_append_zero=do_append_zero, flip=flip))
 
     def sigma_to_idx(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The index of the training sigma nearest to each sigma (the DDPM timestep)."""
         distances = (sigma - self.sigmas[:, None]).abs()  # num_idx b
         return distances.argmin(dim=0).view(sigma.shape)
 
     def idx_to_sigma(self, idx) -> torch.Tensor:
+        """The training sigma at each index."""
         return self.sigmas[idx]
 
     def quantize_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
         return self.idx_to_sigma(self.sigma_to_idx(sigma))
 
     def quantize_c_noise(self, c_noise: torch.Tensor) -> torch.Tensor:
+        """The index of c_noise's nearest training sigma, what the network was trained on
+        (c_noise itself with quantize_c_noise=False)."""
         return self.sigma_to_idx(c_noise) if self.quantize_c_noise_to_index else c_noise

@@ -32,6 +32,7 @@ class Discretization:
     """Base class: subclasses implement `get_sigmas(n, device)` (n sigmas, high to low)."""
 
     def __call__(self, n: int, do_append_zero: bool = True, device="cpu", flip: bool = False) -> torch.Tensor:
+        """n sigmas high to low, then a final 0 with do_append_zero (where sampling ends); flip: low to high."""
         _check_num_sigmas(n)
         sigmas = self.get_sigmas(n, device=device)
         if do_append_zero:
@@ -39,6 +40,7 @@ class Discretization:
         return torch.flip(sigmas, (0,)) if flip else sigmas
 
     def get_sigmas(self, n: int, device="cpu") -> torch.Tensor:
+        """The schedule's own n sigmas, high to low: what each discretization defines."""
         raise NotImplementedError
 
 

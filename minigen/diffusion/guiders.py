@@ -26,9 +26,11 @@ class IdentityGuider:
     """No guidance: the conditional prediction is used as is (SDXL-Turbo, training previews)."""
 
     def prepare_inputs(self, x, sigma, cond: dict, uc: dict):
+        """The denoiser's inputs as they are: one conditional pass, no unconditional half."""
         return x, sigma, dict(cond)
 
     def __call__(self, denoised: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The conditional prediction, unchanged."""
         return denoised
 
 
@@ -39,9 +41,11 @@ class VanillaCFG:
         self.scale = scale  # 1 = conditional prediction only; larger = follow the condition harder
 
     def prepare_inputs(self, x, sigma, cond: dict, uc: dict):
+        """The denoiser's inputs doubled: [unconditional; conditional] (see `double_batch`)."""
         return double_batch(x, sigma, cond, uc, GUIDED_KEYS)
 
     def __call__(self, denoised: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """uncond + scale * (cond - uncond), from the denoiser's doubled output."""
         uncond, cond = denoised.chunk(2)
         return uncond + self.scale * (cond - uncond)
 
@@ -71,10 +75,19 @@ class LinearPredictionGuider:
         self.additional_cond_keys = list(additional_cond_keys or [])
         self.frame_scales = torch.linspace(min_scale, max_scale, num_frames)  # t
 
+    @classmethod
+    def for_views(cls, num_views: int, **options):
+        """This guider for frames ordered (time, view) with `num_views` views per time (SV4D's passes): the
+        multi-view pipelines build theirs this way whatever its class. The frame-by-frame ramps ignore the views;
+        SpatiotemporalPredictionGuider's scale depends on them."""
+        return cls(**options)
+
     def prepare_inputs(self, x, sigma, cond: dict, uc: dict):
+        """The denoiser's inputs doubled, additional_cond_keys guided too (see `double_batch`)."""
         return double_batch(x, sigma, cond, uc, GUIDED_KEYS + tuple(self.additional_cond_keys))
 
     def __call__(self, denoised: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """uncond + scale_t * (cond - uncond) with frame t's own scale, over `(b t)` frames."""
         uncond, cond = denoised.chunk(2)
         if uncond.shape[0] % self.num_frames:
             raise ValueError(
@@ -162,3 +175,8 @@ class SpatiotemporalPredictionGuider(LinearPredictionGuider):
         over_views = triangle_wave(torch.linspace(0, 1, num_views))[None, :] * 0.5  # 1 v
         unit_scale = (torch.zeros(num_times, num_views) + over_time + over_views).flatten()  # (t v)
         self.frame_scales = unit_scale * (max_scale - min_scale) + min_scale
+
+    @classmethod
+    def for_views(cls, num_views: int, **options):
+        """The guider for frames ordered (time, view) with `num_views` views per time."""
+        return cls(num_views=num_views, **options)

@@ -4,7 +4,9 @@ Every sampler is called as `sampler(denoiser, x, cond, uc=None, num_steps=None)`
 unit-variance noise (the sampler scales it by sqrt(1 + sigma_0^2) itself, as the reference does)
 and `denoiser(x, sigma, cond)` returns the denoised estimate. Keyword-only extras: `callback`,
 called after every step as `callback(x, denoised, sigma, step)`; `generator` (a torch.Generator)
-or `noise_sampler` (a function `like -> noise`) for the stochastic samplers.
+or `noise_sampler` (a function `like -> noise`) for the stochastic samplers. The callback's `sigma` is
+the sigma the step's first denoiser call saw: sigma_hat, after churn, for the EDM samplers (Euler, Heun).
+Each sampler's `network_calls(num_steps)` says how many denoiser calls a run costs.
 Taught in notebook 03; corresponds to the reference's `sgm/modules/diffusionmodules/sampling.py`,
 itself derived from k-diffusion.
 """
@@ -68,8 +70,11 @@ class BaseSampler:
     """What every sampler shares: the schedule, the guider, the start-noise rescale and the step loop.
 
     Subclasses implement `sample(model, x, sigmas, noise, callback)` where `model(x, sigma)` is
-    the guided denoiser at a scalar sigma and `noise(like)` draws fresh noise.
+    the guided denoiser at a scalar sigma and `noise(like)` draws fresh noise, and set
+    `network_calls_per_step`.
     """
+
+    network_calls_per_step = 1  # denoiser calls per step, but for the last one (see `network_calls`)
 
     def __init__(self, discretization, num_steps: int | None = None, guider=None, progress: bool = True,
                  device="cpu"):
@@ -84,6 +89,8 @@ class BaseSampler:
 
     def __call__(self, denoiser, x: torch.Tensor, cond: dict, uc: dict | None = None, num_steps: int | None = None,
                  *, callback=None, generator: torch.Generator | None = None, noise_sampler=None) -> torch.Tensor:
+        """A whole run from unit noise `x`: the schedule, the start-noise rescale, the guided
+        denoiser at each sigma, the noise source, then the sampler's `sample`."""
         sigmas = self.sigmas(num_steps, device=x.device)
         uc = cond if uc is None else uc
         x = self.start(x, sigmas)
@@ -133,14 +140,26 @@ class BaseSampler:
             yield step
 
     def sample(self, model, x, sigmas, noise, callback) -> torch.Tensor:
+        """Walk `x` down `sigmas`: the algorithm itself, written by each sampler."""
         raise NotImplementedError
+
+    @classmethod
+    def network_calls(cls, num_steps: int) -> int:
+        """Denoiser calls (the guider's doubled batch counting once) of a run of `num_steps` steps.
+
+        Every step costs `network_calls_per_step` but the last: it goes to sigma = 0 (where every minigen schedule
+        ends), where a second-order sampler has nothing to correct, so it takes one call (2 n - 1 for Heun).
+        """
+        return (_check_num_steps(num_steps) - 1) * cls.network_calls_per_step + 1
 
 
 class EDMSampler(BaseSampler):
-    """Karras et al. (2022), Algorithm 2: deterministic steps with optional "churn".
+    """Karras et al. (2022), "Elucidating the Design Space of Diffusion-Based Generative Models", Algorithm 2:
+    the deterministic ODE steps plus optional "churn", which the Euler and Heun samplers share.
 
-    With churn, each step first adds noise to go up from sigma to sigma_hat = sigma (1 + gamma),
-    for sigmas inside [s_tmin, s_tmax]. Subclasses add a correction to the Euler step.
+    With churn, each step first adds noise to go up from sigma to sigma_hat = sigma (1 + gamma), for sigmas
+    inside [s_tmin, s_tmax], and then steps from sigma_hat; with s_churn = 0 (the default) the steps are
+    deterministic (Heun's: Algorithm 1).
     """
 
     def __init__(self, *args, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
@@ -151,44 +170,66 @@ class EDMSampler(BaseSampler):
         self.s_tmax = s_tmax
         self.s_noise = s_noise  # scale of the re-injected noise (slightly > 1 compensates detail loss)
 
-    def sample(self, model, x, sigmas, noise, callback):
-        for i in self.steps(sigmas):
-            sigma, next_sigma = sigmas[i], sigmas[i + 1]
-            gamma = min(self.s_churn / (len(sigmas) - 1), 2**0.5 - 1) if self.s_tmin <= sigma <= self.s_tmax else 0.0
-            sigma_hat = sigma * (gamma + 1.0)
-            if gamma > 0:
-                x = x + noise(x) * self.s_noise * (sigma_hat**2 - sigma**2) ** 0.5
-            denoised = model(x, sigma_hat)
-            d = to_d(x, sigma_hat, denoised)
-            x = self.correct(model, x, d, x + (next_sigma - sigma_hat) * d, sigma_hat, next_sigma)
-            callback(x, denoised, sigma_hat, i)
-        return x
-
-    def correct(self, model, x, d, x_euler, sigma_hat, next_sigma) -> torch.Tensor:
-        """Improve the Euler step x -> x_euler (Euler: keep it)."""
-        return x_euler
+    def churn(self, x, sigma, num_steps: int, noise):
+        """Algorithm 2's churn: (x noised up to sigma_hat, sigma_hat), gamma = min(s_churn / num_steps, sqrt(2) - 1)
+        inside [s_tmin, s_tmax], 0 (x and sigma as they are) outside."""
+        gamma = min(self.s_churn / num_steps, 2**0.5 - 1) if self.s_tmin <= sigma <= self.s_tmax else 0.0
+        sigma_hat = sigma * (gamma + 1.0)
+        if gamma > 0:
+            x = x + noise(x) * self.s_noise * (sigma_hat**2 - sigma**2) ** 0.5
+        return x, sigma_hat
 
 
 class EulerEDMSampler(EDMSampler):
-    """First-order Euler steps on the probability-flow ODE (the default of SDXL and all video models)."""
+    """Euler steps on the probability-flow ODE: Karras et al. (2022), Algorithm 2 without its second-order
+    correction (the default of SDXL and all video models). One network call per step."""
+
+    def sample(self, model, x, sigmas, noise, callback):
+        for i in self.steps(sigmas):
+            # Increase noise temporarily.
+            x, sigma_hat = self.churn(x, sigmas[i], len(sigmas) - 1, noise)
+            # Euler step.
+            denoised = model(x, sigma_hat)
+            d = to_d(x, sigma_hat, denoised)
+            x = x + (sigmas[i + 1] - sigma_hat) * d
+            callback(x, denoised, sigma_hat, i)
+        return x
 
 
 class HeunEDMSampler(EDMSampler):
-    """Second-order Heun steps: average the slope at both ends of the step (Karras et al. 2022, Algorithm 1;
-    with churn, Algorithm 2).
+    """Heun's second-order steps: Karras et al. (2022), Algorithm 2 (Algorithm 1 without churn).
 
-    Costs two network evaluations per step, except the last step to sigma = 0.
+    The Euler step's end is corrected with the average of the slopes at both ends: two network calls per
+    step, but one on the last step, to sigma = 0, where the slope is undefined and Euler is kept.
     """
 
-    def correct(self, model, x, d, x_euler, sigma_hat, next_sigma):
-        if next_sigma <= 0:
-            return x_euler  # the slope at sigma = 0 is undefined; Euler is exact enough here
-        d_next = to_d(x_euler, next_sigma, model(x_euler, next_sigma))
-        return x + (d + d_next) / 2.0 * (next_sigma - sigma_hat)
+    network_calls_per_step = 2
+
+    def sample(self, model, x, sigmas, noise, callback):
+        for i in self.steps(sigmas):
+            next_sigma = sigmas[i + 1]
+            # Increase noise temporarily.
+            x, sigma_hat = self.churn(x, sigmas[i], len(sigmas) - 1, noise)
+            # Euler step.
+            denoised = model(x, sigma_hat)
+            d = to_d(x, sigma_hat, denoised)
+            x_next = x + (next_sigma - sigma_hat) * d
+            # Apply 2nd order correction.
+            if next_sigma > 0:
+                d_next = to_d(x_next, next_sigma, model(x_next, next_sigma))
+                x_next = x + (d + d_next) / 2.0 * (next_sigma - sigma_hat)
+            x = x_next
+            callback(x, denoised, sigma_hat, i)
+        return x
 
 
 class AncestralSampler(BaseSampler):
-    """Samplers that step down below the next sigma and then add fresh noise back up to it."""
+    """Samplers that step down below the next sigma and then add fresh noise back up to it.
+
+    The split of each step (`ancestral_step_sizes`) is DDIM's generalised step (Song et al. 2021, "Denoising
+    Diffusion Implicit Models", eq. 12) written in sigma: eta = 1 samples as DDPM's ancestral sampler (Ho et al.
+    2020, Algorithm 2), eta = 0 is deterministic. The callback's `sigma` is the step's sigma.
+    """
 
     def __init__(self, *args, eta: float = 1.0, s_noise: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -207,12 +248,15 @@ class AncestralSampler(BaseSampler):
         return x
 
     def step_down(self, model, x, sigma, sigma_down):
-        """Deterministic move from sigma to sigma_down; returns (x, the first denoised estimate)."""
+        """Deterministic move from sigma to sigma_down; returns (x, the first denoised estimate). Each ancestral
+        sampler writes its own."""
         raise NotImplementedError
 
 
 class EulerAncestralSampler(AncestralSampler):
-    """Euler step down to sigma_down, then fresh noise (k-diffusion's `sample_euler_ancestral`)."""
+    """Ancestral sampling with Euler steps (k-diffusion's `sample_euler_ancestral`): an Euler step on the
+    probability-flow ODE (Karras et al. 2022) down to sigma_down, then fresh noise up to the next sigma; with an
+    exact denoiser this is the DDIM / DDPM step of `AncestralSampler`. One network call per step (SDXL-Turbo's)."""
 
     def step_down(self, model, x, sigma, sigma_down):
         denoised = model(x, sigma)
@@ -225,11 +269,16 @@ def neg_log(sigma: torch.Tensor) -> torch.Tensor:
 
 
 def sigma_of(t: torch.Tensor) -> torch.Tensor:
+    """The sigma at DPM-Solver's time t: exp(-t), the inverse of `neg_log`."""
     return t.neg().exp()
 
 
 class DPMPP2SAncestralSampler(AncestralSampler):
-    """DPM-Solver++(2S) (Lu et al. 2022, Algorithm 1) with ancestral noise: a midpoint step in log-sigma."""
+    """DPM-Solver++(2S) (Lu et al. 2022, "DPM-Solver++", Algorithm 1) with ancestral noise: a second-order
+    single-step solver that evaluates the model again at the midpoint in log-sigma. Two network calls per step,
+    one on the last (an Euler step to sigma = 0)."""
+
+    network_calls_per_step = 2
 
     def step_down(self, model, x, sigma, sigma_down):
         denoised = model(x, sigma)
@@ -244,7 +293,8 @@ class DPMPP2SAncestralSampler(AncestralSampler):
 
 
 class DPMPP2MSampler(BaseSampler):
-    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): second order by reusing the previous step's estimate.
+    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2): second order by reusing the previous
+    step's estimate, one network call per step.
 
     The first step, and a step to sigma = 0, are first order (no previous estimate / nothing to correct).
     """
@@ -268,7 +318,9 @@ class DPMPP2MSampler(BaseSampler):
 
 
 class LinearMultistepSampler(BaseSampler):
-    """Linear multistep (Adams-Bashforth style) on the ODE in sigma, using the last `order` slopes.
+    """The explicit Adams (Adams-Bashforth) linear multistep method with variable steps (Hairer, Norsett & Wanner,
+    "Solving Ordinary Differential Equations I", chapter III) on the probability-flow ODE in sigma, using the last
+    `order` slopes (k-diffusion's `sample_lms`). One network call per step.
 
     Step i can only use the i + 1 slopes seen so far, so the order ramps up over the first steps;
     an order above num_steps is therefore allowed (the reference's golden cases use order 4 with 1 step).
@@ -351,6 +403,7 @@ class ExponentialMultistepSampler(BaseSampler):
         self.order = order  # how many model outputs the polynomial goes through
 
     def sample(self, model, x, sigmas, noise, callback):
+        """The shared loop: predict with the last `order` outputs (and correct first, with `corrector`)."""
         history = []  # (t, D or eps) of the last `order` network calls, oldest first
         step_start = None  # (x, t) where the last step began, for the corrector
         for i in self.steps(sigmas):
@@ -383,7 +436,8 @@ class DPMPP3MSampler(ExponentialMultistepSampler):
 
 
 class DEISSampler(ExponentialMultistepSampler):
-    """DEIS (Zhang & Chen 2022), multistep: the noise prediction eps is the polynomial, in log(sigma).
+    """DEIS (Zhang & Chen 2023, "Fast Sampling of Diffusion Models with Exponential Integrator"), its multistep
+    Adams-Bashforth form (AB-DEIS): the noise prediction eps is the polynomial, in log(sigma).
 
     This is DEIS's Adams-Bashforth variant with the polynomial in log(rho), rho = sigma for this (EDM / VE)
     parametrisation, diffusers' `solver_type="logrho"`; equivalently a multistep DPM-Solver (Lu et al. 2022,
@@ -396,7 +450,8 @@ class DEISSampler(ExponentialMultistepSampler):
 
 
 class UniPCSampler(ExponentialMultistepSampler):
-    """UniPC (Zhao et al. 2023): a DPM-Solver++ multistep predictor plus the UniC corrector.
+    """UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of Diffusion
+    Models"): its predictor UniP in the DPM-Solver++ multistep form, plus the corrector UniC.
 
     Each step needs D at its end anyway (it starts the next step); once it is known, the step just taken is
     re-done with the polynomial through that estimate too: one order more (order + 1) for no extra network
@@ -407,12 +462,6 @@ class UniPCSampler(ExponentialMultistepSampler):
 
     corrector = True
     default_order = 2
-
-
-def nfe_per_call(sampler_name: str, num_steps: int) -> int:
-    """Network evaluations (without the guider's doubling) a sampler spends on `num_steps` steps."""
-    second_order = {"HeunEDMSampler", "DPMPP2SAncestralSampler"}
-    return 2 * num_steps - 1 if sampler_name in second_order else num_steps
 
 
 __all__ = [

@@ -33,9 +33,11 @@ class DiscreteSampling:
         self.sigmas = discretization(num_idx, do_append_zero=do_append_zero, flip=flip)
 
     def idx_to_sigma(self, idx: torch.Tensor) -> torch.Tensor:
+        """The schedule's sigma at each index."""
         return self.sigmas[idx]
 
     def __call__(self, n_samples: int, rand: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """n_samples sigmas at uniformly random indices (or at the indices `rand`)."""
         if rand is None:
             rand = torch.randint(0, self.num_idx, (n_samples,), generator=generator)
         return self.idx_to_sigma(rand)
@@ -145,6 +147,7 @@ class StandardDiffusionLoss(nn.Module):
         return self.get_loss(denoised, x, weight)
 
     def get_loss(self, denoised: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Per-sample mean of the weighted squared (l2) or absolute (l1) error."""
         error = (denoised - target) ** 2 if self.loss_type == "l2" else (denoised - target).abs()
         return (weight * error).reshape(target.shape[0], -1).mean(dim=1)
 
@@ -159,9 +162,10 @@ def fit_denoiser(network: nn.Module, denoiser, loss_fn: StandardDiffusionLoss, n
     """
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    progress = progress or (lambda steps: steps)  # e.g. tqdm, to show the steps as they go
     losses = []
     network.train()
-    for _ in (progress or iter)(range(steps)):
+    for _ in progress(range(steps)):
         x, batch = next_batch()
         loss = loss_fn(network, denoiser, conditioner, x, batch, generator=generator).mean()
         optimizer.zero_grad()

@@ -75,7 +75,8 @@ def placed_on(module: nn.Module, device: torch.device, offload: bool):
     """Run the body with `module` on `device`; with `offload`, move it back to the CPU afterwards.
 
     This is what lets a pipeline keep only the UNet on the GPU: the codec visits the GPU for
-    the few calls that need it and frees that memory again.
+    the few calls that need it and frees that memory again. The one place that does it: the VAE's
+    `offload` and the pipelines' `Placement.use` (offload="model") both come here.
     """
     if not offload:
         yield

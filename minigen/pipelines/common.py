@@ -5,7 +5,6 @@ Images enter as uint8 `[H, W, 3]` arrays (or file paths) and leave as uint8 `[T,
 inside, pixels are float `[-1, 1]` tensors `(b t) 3 H W` as the reference's models expect.
 """
 
-import contextlib
 import math
 from pathlib import Path
 
@@ -16,8 +15,10 @@ from torch import nn
 from .. import diffusion
 from ..checkpoint import inspect_checkpoint, read_header
 from ..conditioning import GeneralConditioner
-from ..io import read_image
+from ..diffusion.samplers import BaseSampler
+from ..io import check_uint8, read_image
 from ..nn.autoencoder import AutoencoderKL
+from ..nn.codec import placed_on
 from ..presets import official_preset_names, state_dict_table
 from .engine import DiffusionEngine
 
@@ -32,10 +33,7 @@ def image_to_tensor(image, multiple_of: int = 64, device="cpu") -> torch.Tensor:
     """
     if isinstance(image, (str, Path)):
         image = read_image(image)
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"Expected a uint8 RGB image [H, W, 3], got {image.dtype} {list(image.shape)}; "
-                         "read files with minigen.io.read_image.")
+    image = check_uint8(image, 3, "An RGB image", channels=(3,), fix="read files with minigen.io.read_image")
     check_size(*image.shape[:2], multiple_of, "Image size", "resize or crop it to")
     pixels = torch.from_numpy(image).to(device=device, dtype=torch.float32) / 127.5 - 1.0
     return pixels.permute(2, 0, 1)[None]  # 1 3 H W
@@ -53,19 +51,16 @@ def check_size(height: int, width: int, multiple_of: int = 64, what: str = "Size
                          f"{near(height)} and widths {near(width)}.")
 
 
-def frames_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Decoded `t 3 H W` images in [-1, 1] as uint8 frames `[t, H, W, 3]`, exactly as the reference scripts save
-    them: clamp((x + 1) / 2, 0, 1) * 255, truncated (not rounded) to integers."""
-    unit = ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # t 3 H W in [0, 1]
-    return (unit * 255).permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)
-
-
-def make_sampler(name: str, discretization, num_steps: int, guider, progress: bool = True, **options):
-    """A minigen sampler by name ("EulerEDMSampler", "DPMPP2MSampler", ...): the pipelines' `sampler=` option."""
-    if name not in SAMPLERS:
-        raise ValueError(f"Unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
-    return diffusion.by_name("sampler", name)(discretization, num_steps=num_steps, guider=guider,
-                                              progress=progress, **options)
+def make_sampler(sampler: "str | type[BaseSampler]", discretization, num_steps: int, guider, progress: bool = True,
+                 **options) -> BaseSampler:
+    """The pipelines' `sampler=` option built: a minigen sampler class (diffusion.DPMPP2MSampler) or its name
+    ("DPMPP2MSampler", as the command line gives it), over `discretization`, with `guider`."""
+    if isinstance(sampler, str) and sampler in SAMPLERS:
+        sampler = diffusion.by_name("sampler", sampler)
+    if not (isinstance(sampler, type) and issubclass(sampler, BaseSampler)):
+        raise ValueError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)} (a name or the class "
+                         "from minigen.diffusion).")
+    return sampler(discretization, num_steps=num_steps, guider=guider, progress=progress, **options)
 
 
 def generator_for(seed: int | None, device) -> torch.Generator:
@@ -89,20 +84,12 @@ class Placement:
         self.offload = offload
 
     def prepare(self, engine: nn.Module) -> nn.Module:
+        """Put the engine where it waits: on the CPU with offload, on the device otherwise."""
         return engine.to("cpu" if self.offload else self.device)
 
-    @contextlib.contextmanager
     def use(self, module: nn.Module):
-        """Run `module` on the device; with offload, move it back to the CPU afterwards."""
-        if self.offload:
-            module.to(self.device)
-        try:
-            yield module
-        finally:
-            if self.offload:
-                module.to("cpu")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+        """A context in which `module` runs on the device; with offload, it goes back to the CPU afterwards."""
+        return placed_on(module, self.device, offload=self.offload is not None)
 
 
 # ---------------------------------------------------------------- shared by every family
@@ -111,8 +98,6 @@ class Placement:
 def input_keys(conditioner: GeneralConditioner) -> list[str]:
     """The batch entries the conditioner's embedders read, in config order."""
     return list(dict.fromkeys(key for entry in conditioner.entries for key in entry.keys))
-
-
 
 
 def identify_preset(path, candidates) -> str:
@@ -159,6 +144,7 @@ def cast_engine(engine: DiffusionEngine, dtype: torch.dtype) -> DiffusionEngine:
 
 
 def check_count(name: str, value, allow_none: bool = True) -> None:
+    """`value` must be a whole number >= 1 (or None, if allowed); the error names the option."""
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -166,6 +152,7 @@ def check_count(name: str, value, allow_none: bool = True) -> None:
 
 
 def check_number(name: str, value, minimum: float = 0.0) -> None:
+    """`value` must be a finite number >= `minimum`; the error names the option."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
             or value < minimum:
         raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}.")

@@ -33,15 +33,15 @@ class NetworkWrapper(nn.Module):
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict, **extra) -> torch.Tensor:
         """The UNet on x (with cond's concat stacked on), c_noise and the rest of cond, in the network's dtype."""
-        dtype = next(self.diffusion_model.parameters()).dtype
         network_input = x
         if "concat" in cond:
             network_input = torch.cat([x, cond["concat"].to(x.dtype)], dim=1)  # (b t) (c + c_concat) h w
-        inputs = {"timesteps": c_noise, "context": cond.get("crossattn"), "y": cond.get("vector"),
-                  **{key: cond[key] for key in MULTIVIEW_KEYS if key in cond}, **extra}
-        output = self.diffusion_model(to_floating_dtype(network_input, dtype),
-                                      **{key: to_floating_dtype(value, dtype) for key, value in inputs.items()})
-        return output.to(x.dtype)
+        inputs = {"timesteps": c_noise, "context": cond.get("crossattn"), "y": cond.get("vector")}
+        inputs.update({key: cond[key] for key in MULTIVIEW_KEYS if key in cond})
+        inputs.update(extra)
+        dtype = next(self.diffusion_model.parameters()).dtype  # the weights' (fp16 / bf16 at full scale)
+        inputs = {key: to_floating_dtype(value, dtype) for key, value in inputs.items()}
+        return self.diffusion_model(to_floating_dtype(network_input, dtype), **inputs).to(x.dtype)
 
 
 def to_floating_dtype(value, dtype: torch.dtype):

@@ -20,15 +20,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from .. import diffusion
+from ..diffusion import EulerAncestralSampler, EulerEDMSampler
+from ..io import to_uint8
 from ..presets import SAME_LAYOUT
 from .common import (
     Pipeline,
     check_count,
     check_number,
     check_size,
-    frames_to_uint8,
     generator_for,
     identify_preset,
     image_to_tensor,
@@ -47,7 +49,7 @@ class TextToImageDefaults:
     size: int  # native height and width in pixels
     num_steps: int = 50  # the demo's default
     cfg: float = 5.0  # the demo's default VanillaCFG scale
-    sampler: str = "EulerEDMSampler"
+    sampler: type = EulerEDMSampler  # the demo's default
     # The demo's `is_legacy=False` (SDXL base and Turbo): the unconditional text embeddings are zeros
     # rather than the embeddings of the empty prompt. minigen embeds a negative prompt when one is given.
     zero_empty_negative: bool = False
@@ -161,7 +163,7 @@ class Refinement:
     finish_denoising: bool = True  # False: the base finishes its image and the refiner re-noises it
     num_steps: int | None = None  # the refiner's whole schedule (~strength * num_steps run); default: the base's
     cfg: float | None = None  # the refiner's VanillaCFG scale; default: its preset's (5.0)
-    sampler: str | None = None  # a minigen sampler name; default: the refiner preset's ("EulerEDMSampler")
+    sampler: str | type | None = None  # a minigen sampler or its name; default: the refiner preset's (Euler)
     sampler_options: dict | None = None  # e.g. {"s_churn": 1.0}
 
     def __post_init__(self):
@@ -259,7 +261,7 @@ class TextToImagePipeline(Pipeline):
         width: int | None = None,
         num_steps: int | None = None,  # default: 50 (official models)
         cfg: float | None = None,  # VanillaCFG scale; 1 turns guidance (and the unconditional pass) off
-        sampler: str | None = None,  # a minigen sampler name; default "EulerEDMSampler"
+        sampler: str | type | None = None,  # a minigen sampler or its name; default EulerEDMSampler
         sampler_options: dict | None = None,  # e.g. {"s_churn": 1.0}, {"eta": 0.5}, {"order": 3}
         seed: int | None = 42,  # the demo's; None: a random seed
         num_images: int = 1,  # images per prompt
@@ -307,7 +309,7 @@ class TextToImagePipeline(Pipeline):
         strength: float = 0.75,  # the demo's; fraction of the schedule run again: 1 forgets the input, 0.3 refines it
         num_steps: int | None = None,  # of the full schedule; about strength * num_steps of them run
         cfg: float | None = None,
-        sampler: str | None = None,
+        sampler: str | type | None = None,
         sampler_options: dict | None = None,
         seed: int | None = 42,
         micro: MicroConditioning | None = None,
@@ -329,12 +331,14 @@ class TextToImagePipeline(Pipeline):
     # -- the steps
 
     def image_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        """(height, width) of the images to make: the model's native size where None, checked to be multiples of 64."""
         height = self.defaults.size if height is None else height
         width = self.defaults.size if width is None else width
         check_size(height, width, SIZE_MULTIPLE, "height x width", "use")
         return height, width
 
     def latent_shape(self, batch_size: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """b c h w of the start noise for `batch_size` images of height x width pixels."""
         channels = self.engine.first_stage_model.latent_channels
         return (batch_size, channels, height // LATENT_FACTOR, width // LATENT_FACTOR)  # b c h w
 
@@ -342,10 +346,11 @@ class TextToImagePipeline(Pipeline):
         """The demo's schedule: num_steps of the 1000 training noise levels, evenly spread."""
         return diffusion.LegacyDDPMDiscretization()
 
-    def make_sampler(self, num_steps: int | None = None, *, cfg: float | None = None, sampler: str | None = None,
-                     sampler_options: dict | None = None, progress: bool = True, discretization=None):
-        """The named sampler over the schedule, with VanillaCFG, or no guider at cfg 1 (it would return the
-        conditional prediction anyway, after a wasted unconditional pass)."""
+    def make_sampler(self, num_steps: int | None = None, *, cfg: float | None = None,
+                     sampler: str | type | None = None, sampler_options: dict | None = None, progress: bool = True,
+                     discretization=None):
+        """The chosen sampler (a class or its name) over the schedule, with VanillaCFG, or no guider at cfg 1 (it
+        would return the conditional prediction anyway, after a wasted unconditional pass)."""
         cfg = self.defaults.cfg if cfg is None else cfg
         check_number("cfg", cfg)
         guider = diffusion.IdentityGuider() if cfg == 1 else diffusion.VanillaCFG(cfg)
@@ -421,8 +426,10 @@ class TextToImagePipeline(Pipeline):
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents `b 4 h w` -> uint8 images `[b, H, W, 3]`, truncated as the demo saves them (minigen.io.to_uint8)."""
         with self.placement.use(self.engine.first_stage_model):
-            return frames_to_uint8(self.engine.first_stage_model.decode(latents.float()))
+            images = self.engine.first_stage_model.decode(latents.float())  # b 3 H W, about [-1, 1]
+        return to_uint8(rearrange(images, "b c h w -> b h w c"), mode="truncate")
 
     @torch.inference_mode()
     def to_latents(self, images, generator: torch.Generator) -> torch.Tensor:
@@ -458,10 +465,10 @@ class TurboPipeline(TextToImagePipeline):
     """
 
     DEFAULTS = {
-        "sd_xl_turbo": TextToImageDefaults(size=512, num_steps=1, cfg=1.0, sampler="EulerAncestralSampler"),
-        "sd_2_1": TextToImageDefaults(size=512, num_steps=1, cfg=1.0, sampler="EulerAncestralSampler"),
-        "tiny_sdxl": TextToImageDefaults(size=64, num_steps=1, cfg=1.0, sampler="EulerAncestralSampler"),
-        "tiny_sd": TextToImageDefaults(size=64, num_steps=1, cfg=1.0, sampler="EulerAncestralSampler"),
+        "sd_xl_turbo": TextToImageDefaults(size=512, num_steps=1, cfg=1.0, sampler=EulerAncestralSampler),
+        "sd_2_1": TextToImageDefaults(size=512, num_steps=1, cfg=1.0, sampler=EulerAncestralSampler),
+        "tiny_sdxl": TextToImageDefaults(size=64, num_steps=1, cfg=1.0, sampler=EulerAncestralSampler),
+        "tiny_sd": TextToImageDefaults(size=64, num_steps=1, cfg=1.0, sampler=EulerAncestralSampler),
     }
     @classmethod
     def from_checkpoint(cls, path, preset: str | None = None, device="cpu", dtype: torch.dtype = torch.float32,

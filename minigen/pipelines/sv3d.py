@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..camera import Trajectory, orbit_azimuths_deg, validate_cameras
+from ..diffusion import TrianglePredictionGuider
 from ..io import read_image
 from ..preprocess import prepare_object_image
 from .common import check_count, check_number, input_keys
@@ -29,7 +30,7 @@ def sv3d_defaults(num_frames: int = 21, num_steps: int = 50, image_size=(576, 57
                   preprocess: bool = True) -> VideoDefaults:
     """The script's SV3D settings: 21 frames, 50 steps, cond_aug 1e-5, the object cut out and framed first; the
     config's triangle guider, max 2.5."""
-    return VideoDefaults(num_frames=num_frames, num_steps=num_steps, guider="TrianglePredictionGuider",
+    return VideoDefaults(num_frames=num_frames, num_steps=num_steps, guider=TrianglePredictionGuider,
                          cfg=2.5, min_cfg=1.0, cond_aug=1e-5, image_size=image_size, preprocess=preprocess)
 
 
@@ -51,6 +52,7 @@ class SV3DPipeline(ImageToVideoPipeline):
 
     @property
     def takes_cameras(self) -> bool:
+        """Whether the model is SV3D_p (its conditioner reads one camera per frame) rather than SV3D_u."""
         return "polars_rad" in input_keys(self.engine.conditioner)
 
     def cameras(self, num_frames: int, elevations_deg=None, azimuths_deg=None) -> dict:
@@ -104,7 +106,7 @@ class SV3DPipeline(ImageToVideoPipeline):
         seed: int | None = 23,  # the script's; None draws a random seed
         cfg: float | None = None,  # the triangle guider's scale half-way round the orbit (default 2.5)
         min_cfg: float | None = None,  # its scale at the input view (default 1.0)
-        sampler: str | None = None,  # a minigen sampler name (default: the script's EulerEDMSampler)
+        sampler: str | type | None = None,  # a minigen sampler or its name (default: the script's Euler)
         sampler_options: dict | None = None,  # e.g. {"s_churn": 1.0}
         encoding_t: int | None = None,  # frames per call of the conditioner's VAE encoder
         decoding_t: int | None = None,  # frames per decoder call (default: the preset's, 14)

@@ -39,12 +39,12 @@ from ..camera import (
     sv4d_subsampled_views,
     validate_cameras,
 )
-from ..io import read_video
+from ..diffusion import EulerEDMSampler, LinearPredictionGuider, SpatiotemporalPredictionGuider
+from ..io import check_uint8, read_video, to_uint8
 from ..preprocess import prepare_object_video
 from .common import (
     Pipeline,
     check_count,
-    frames_to_uint8,
     generator_for,
     identify_preset,
     image_to_tensor,
@@ -63,7 +63,7 @@ class MultiviewDefaults:
     """One model's defaults, from its sampling script (the scripts build their own sampler, not the config's)."""
 
     num_steps: int  # sampler steps: 20 (SV4D), 50 (SV4D 2.0)
-    guider: str  # "SpatiotemporalPredictionGuider" or "LinearPredictionGuider", with additional_cond_keys
+    guider: type  # SpatiotemporalPredictionGuider or LinearPredictionGuider, built with `for_views`
     cfg: float  # the guider's max_scale (the script's "cfg")
     min_cfg: float = 1.0  # the guider's min_scale
     elevation_deg: float = 0.0  # the script's default elevations_deg
@@ -75,7 +75,7 @@ class MultiviewDefaults:
     num_frames: int = 21  # SV4D 2.0: frames read from the start of the video, at most (the script's n_frames)
     preprocess: bool = True  # frame the object in the input video first, one box for all frames (the scripts')
     image_frame_ratio: float = 0.917  # with preprocess: the object's share of the frame (SV4D 2.0's script: 0.9)
-    sampler: str = "EulerEDMSampler"  # the scripts' sampler
+    sampler: type = EulerEDMSampler  # the scripts' sampler
 
 
 @dataclass
@@ -189,10 +189,7 @@ class MultiviewVideoPipeline(Pipeline):
         preprocess = self.defaults.preprocess if preprocess is None else preprocess
         if isinstance(video, (str, Path)):
             video = read_video(video, keep_alpha=preprocess)
-        video = np.asarray(video)
-        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] not in (3, 4):
-            raise ValueError(f"Expected a uint8 RGB video [frames, H, W, 3], got {video.dtype} {list(video.shape)}; "
-                             "read files with minigen.io.read_video.")
+        video = check_uint8(video, 4, "The video", (3, 4), fix="read files with minigen.io.read_video")
         if len(video) < needed:
             raise ValueError(f"The video has {len(video)} frames; {type(self).__name__} needs {needed} (one pass "
                              f"covers {self.frames_per_window} times). Give a longer video.")
@@ -210,9 +207,7 @@ class MultiviewVideoPipeline(Pipeline):
     def video_frames(self, video: np.ndarray) -> torch.Tensor:
         """uint8 `[N, H, W, 3]` -> `N 3 H W` in [-1, 1]: square frames whose side is a multiple of
         `size_multiple` (64), the trained size or warned about."""
-        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
-            raise ValueError(f"Expected a uint8 RGB video [frames, H, W, 3], got {video.dtype} {list(video.shape)}; "
-                             "read files with minigen.io.read_video.")
+        video = check_uint8(video, 4, "An RGB video", (3,), fix="read files with minigen.io.read_video")
         height, width = video.shape[1:3]
         if height != width:
             raise ValueError(f"Frames are {height}x{width}; the model takes square frames of one centred object "
@@ -233,15 +228,14 @@ class MultiviewVideoPipeline(Pipeline):
         return Trajectory(elevations_deg, azimuths_deg)
 
     def make_sampler(self, num_steps: int | None = None, *, cfg: float | None = None, min_cfg: float | None = None,
-                     sampler: str | None = None, sampler_options: dict | None = None, progress: bool = True):
+                     sampler: str | type | None = None, sampler_options: dict | None = None, progress: bool = True):
         """The scripts' sampler: Euler on the EDM schedule (sigma_max 700), guided per (t v) frame, with the
         reference views and input frames zeroed in the unconditional branch too (additional_cond_keys)."""
-        frames, views = self.frames_per_window * self.views, self.views
-        per_view = {"num_views": views} if self.defaults.guider == "SpatiotemporalPredictionGuider" else {}
-        guider = diffusion.by_name("guider", self.defaults.guider)(
+        guider = self.defaults.guider.for_views(
+            self.views,
             max_scale=self.defaults.cfg if cfg is None else cfg,
             min_scale=self.defaults.min_cfg if min_cfg is None else min_cfg,
-            num_frames=frames, additional_cond_keys=list(MULTIVIEW_KEYS), **per_view,
+            num_frames=self.frames_per_window * self.views, additional_cond_keys=list(MULTIVIEW_KEYS),
         )
         discretization = diffusion.EDMDiscretization(sigma_max=self.defaults.sigma_max)
         return make_sampler(sampler or self.defaults.sampler, discretization,
@@ -284,6 +278,8 @@ class MultiviewVideoPipeline(Pipeline):
         return Window(c, uc, {"num_video_frames": frames, "image_only_indicator": image_only_indicator})
 
     def denoiser(self, window: Window):
+        """The sampler's denoiser(x, sigma, cond) for one pass: the engine's, with the pass's
+        num_video_frames and image_only_indicator."""
         def denoise(x, sigma, cond):
             return self.engine.denoise(x, sigma, cond, **window.extra)
         return denoise
@@ -317,10 +313,9 @@ class MultiviewVideoPipeline(Pipeline):
 
     @staticmethod
     def novel_view_videos(images: torch.Tensor) -> np.ndarray:
-        """The image matrix `t v 3 H W` without the input view, as uint8 videos `[v, t, H, W, 3]`."""
-        novel = images[:, 1:]
-        frames = frames_to_uint8(rearrange(novel, "t v c h w -> (v t) c h w"))
-        return rearrange(frames, "(v t) h w c -> v t h w c", v=novel.shape[1])
+        """The image matrix `t v 3 H W` without the input view, as uint8 videos `[v, t, H, W, 3]`, truncated as the
+        scripts save them (minigen.io.to_uint8)."""
+        return to_uint8(rearrange(images[:, 1:], "t v c h w -> v t h w c"), mode="truncate")
 
 
 class SV4DPipeline(MultiviewVideoPipeline):
@@ -340,9 +335,9 @@ class SV4DPipeline(MultiviewVideoPipeline):
     """
 
     DEFAULTS = {
-        "sv4d": MultiviewDefaults(num_steps=20, guider="SpatiotemporalPredictionGuider", cfg=2.0,
+        "sv4d": MultiviewDefaults(num_steps=20, guider=SpatiotemporalPredictionGuider, cfg=2.0,
                                   elevation_deg=10.0, camera_model="sv4d", sv3d_preset="sv3d_u"),
-        "tiny_sv4d": MultiviewDefaults(num_steps=4, guider="SpatiotemporalPredictionGuider", cfg=2.0,
+        "tiny_sv4d": MultiviewDefaults(num_steps=4, guider=SpatiotemporalPredictionGuider, cfg=2.0,
                                        elevation_deg=10.0, camera_model="sv4d", sv3d_preset="tiny_sv3d", image_size=64,
                                        preprocess=False),
     }
@@ -449,7 +444,7 @@ class SV4DPipeline(MultiviewVideoPipeline):
         seed: int | None = 23,  # the script's; None draws a random seed
         cfg: float | None = None,  # the spatiotemporal guider's largest scale (the script's cfg, default 2.0)
         min_cfg: float | None = None,  # its smallest scale (default 1.0)
-        sampler: str | None = None,  # a minigen sampler name for every pass (default: the script's EulerEDMSampler)
+        sampler: str | type | None = None,  # a minigen sampler or its name, every pass (default: Euler's)
         sampler_options: dict | None = None,  # e.g. {"s_churn": 1.0}
         encoding_t: int | None = 8,  # frames per call of the conditioners' VAE encoders
         decoding_t: int | None = 4,  # frames per decoder call
@@ -531,12 +526,12 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
 
     DEFAULTS = {
         # the script picks guider 2, LinearPredictionGuider, which ignores its min_cfg 2.0 (min_scale stays 1.0)
-        "sv4d2": MultiviewDefaults(num_steps=50, guider="LinearPredictionGuider", cfg=2.0, image_frame_ratio=0.9),
-        "sv4d2_8views": MultiviewDefaults(num_steps=50, guider="SpatiotemporalPredictionGuider", cfg=2.5,
+        "sv4d2": MultiviewDefaults(num_steps=50, guider=LinearPredictionGuider, cfg=2.0, image_frame_ratio=0.9),
+        "sv4d2_8views": MultiviewDefaults(num_steps=50, guider=SpatiotemporalPredictionGuider, cfg=2.5,
                                           min_cfg=1.5, camera_model="sv4d2_8views", window_overlap=1,
                                           image_frame_ratio=0.9),
         # the trained course model (recipe tiny_sv4d2): 3 times x 4 views at 64x64, trained on renders as they come
-        "tiny_sv4d2": MultiviewDefaults(num_steps=16, guider="LinearPredictionGuider", cfg=2.0, image_size=64,
+        "tiny_sv4d2": MultiviewDefaults(num_steps=16, guider=LinearPredictionGuider, cfg=2.0, image_size=64,
                                         preprocess=False),
     }
 
@@ -557,7 +552,7 @@ class SV4D2Pipeline(MultiviewVideoPipeline):
         seed: int | None = 23,  # the script's; None draws a random seed
         cfg: float | None = None,  # the guider's largest scale (the script's cfg: 2.0; 8-view model 2.5)
         min_cfg: float | None = None,  # its smallest scale (default 1.0; 8-view model 1.5)
-        sampler: str | None = None,  # a minigen sampler name (default: the script's EulerEDMSampler)
+        sampler: str | type | None = None,  # a minigen sampler or its name (default: the script's Euler)
         sampler_options: dict | None = None,  # e.g. {"s_churn": 1.0}
         encoding_t: int | None = 8,  # frames per call of the conditioners' VAE encoders
         decoding_t: int | None = 4,  # frames per decoder call

@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from ..diffusion import LinearPredictionGuider
 from .common import check_count, check_number
 from .video_common import ImageToVideoPipeline, VideoDefaults
 
@@ -26,17 +27,17 @@ class SVDPipeline(ImageToVideoPipeline):
     """Image -> `num_frames` frames; defaults per model from the sampling script and configs."""
 
     DEFAULTS = {
-        "svd": VideoDefaults(num_frames=14, num_steps=25, guider="LinearPredictionGuider", cfg=2.5, min_cfg=1.0),
-        "svd_xt": VideoDefaults(num_frames=25, num_steps=30, guider="LinearPredictionGuider", cfg=3.0,
+        "svd": VideoDefaults(num_frames=14, num_steps=25, guider=LinearPredictionGuider, cfg=2.5, min_cfg=1.0),
+        "svd_xt": VideoDefaults(num_frames=25, num_steps=30, guider=LinearPredictionGuider, cfg=3.0,
                                 min_cfg=1.5),
-        "svd_xt_1_1": VideoDefaults(num_frames=25, num_steps=30, guider="LinearPredictionGuider", cfg=3.0,
+        "svd_xt_1_1": VideoDefaults(num_frames=25, num_steps=30, guider=LinearPredictionGuider, cfg=3.0,
                                     min_cfg=1.5),
-        "svd_image_decoder": VideoDefaults(num_frames=14, num_steps=25, guider="LinearPredictionGuider",
+        "svd_image_decoder": VideoDefaults(num_frames=14, num_steps=25, guider=LinearPredictionGuider,
                                            cfg=2.5, min_cfg=1.0),
-        "svd_xt_image_decoder": VideoDefaults(num_frames=25, num_steps=30, guider="LinearPredictionGuider",
+        "svd_xt_image_decoder": VideoDefaults(num_frames=25, num_steps=30, guider=LinearPredictionGuider,
                                               cfg=3.0, min_cfg=1.5),
         # the trained course model (recipe tiny_i2v): 8-frame clips at 64x64
-        "tiny_svd": VideoDefaults(num_frames=8, num_steps=16, guider="LinearPredictionGuider", cfg=2.5,
+        "tiny_svd": VideoDefaults(num_frames=8, num_steps=16, guider=LinearPredictionGuider, cfg=2.5,
                                   min_cfg=1.0, image_size=TINY_IMAGE_SIZE),
     }
 
@@ -67,7 +68,7 @@ class SVDPipeline(ImageToVideoPipeline):
         seed: int | None = 23,  # the script's; None draws a random seed
         cfg: float | None = None,  # guidance scale of the last frame (default: the config's)
         min_cfg: float | None = None,  # guidance scale of the first frame (default: the config's)
-        sampler: str | None = None,  # a minigen sampler name (default: the script's EulerEDMSampler)
+        sampler: str | type | None = None,  # a minigen sampler or its name (default: the script's Euler)
         sampler_options: dict | None = None,  # e.g. {"s_churn": 1.0}
         encoding_t: int | None = None,  # frames per call of the conditioner's VAE encoder
         decoding_t: int | None = None,  # frames per decoder call (default: the preset's, 14); less saves memory

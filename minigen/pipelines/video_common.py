@@ -16,15 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from einops import repeat
+from einops import rearrange, repeat
 
 from .. import diffusion
 from ..conditioning import GeneralConditioner, VideoPredictionEmbedderWithEncoder
+from ..diffusion import EulerEDMSampler
+from ..io import to_uint8
 from ..nn.autoencoder import AutoencoderKL
 from .common import (
     Pipeline,
     check_count,
-    frames_to_uint8,
     generator_for,
     image_to_tensor,
     input_keys,
@@ -42,13 +43,13 @@ class VideoDefaults:
 
     num_frames: int  # frames generated (and the guider's num_frames)
     num_steps: int  # sampler steps
-    guider: str  # "LinearPredictionGuider" (SVD) or "TrianglePredictionGuider" (SV3D)
+    guider: type  # the config's guider class: LinearPredictionGuider (SVD) or TrianglePredictionGuider (SV3D)
     cfg: float  # the guider's max_scale (the scripts' "cfg")
     min_cfg: float = 1.0  # the guider's min_scale
     cond_aug: float = 0.02  # std of the noise added to the image the VAE encodes (cond_frames)
     sigma_max: float = 700.0  # EDMDiscretization's sigma_max: where sampling starts
     image_size: tuple[int, int] | None = (576, 1024)  # (H, W) the model was trained at; other sizes are warned about
-    sampler: str = "EulerEDMSampler"  # the scripts' sampler
+    sampler: type = EulerEDMSampler  # the scripts' sampler
     preprocess: bool = False  # SV3D: cut the object out and frame it first, as its script always does
 
 
@@ -67,7 +68,8 @@ class VideoSample:
         return torch.clamp((self.decoded.float() + 1.0) / 2.0, 0.0, 1.0)
 
     def to_uint8(self) -> np.ndarray:
-        return frames_to_uint8(self.decoded)
+        """The frames as the script saves them: uint8 `[t, H, W, 3]`, truncated (minigen.io.to_uint8)."""
+        return to_uint8(rearrange(self.decoded, "t c h w -> t h w c"), mode="truncate")
 
 
 # ---------------------------------------------------------------- the flow, one function per step
@@ -161,10 +163,11 @@ class ImageToVideoPipeline(Pipeline):
         return image
 
     def make_sampler(self, num_steps: int | None = None, *, num_frames: int, cfg: float | None = None,
-                     min_cfg: float | None = None, sampler: str | None = None, sampler_options: dict | None = None,
+                     min_cfg: float | None = None, sampler: str | type | None = None,
+                     sampler_options: dict | None = None,
                      progress: bool = True):
         """The config's sampler: EDM schedule up to sigma_max and the per-frame guider (cfg: its largest scale)."""
-        guider = diffusion.by_name("guider", self.defaults.guider)(
+        guider = self.defaults.guider(
             max_scale=self.defaults.cfg if cfg is None else cfg,
             min_scale=self.defaults.min_cfg if min_cfg is None else min_cfg,
             num_frames=num_frames,
@@ -176,7 +179,7 @@ class ImageToVideoPipeline(Pipeline):
 
     def sample_frames(self, image: torch.Tensor, values: dict, num_frames: int, *, num_steps: int | None,
                       decoding_t: int | None, encoding_t: int | None, seed: int | None, cfg: float | None,
-                      min_cfg: float | None, sampler: str | None, sampler_options: dict | None, callback,
+                      min_cfg: float | None, sampler: str | type | None, sampler_options: dict | None, callback,
                       progress: bool) -> np.ndarray:
         """What every pipeline call does once its conditions are known: sample, decode, return uint8 frames."""
         check_count("decoding_t", decoding_t)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from minigen import io
@@ -70,6 +71,26 @@ def test_bad_arrays_are_refused_with_the_expected_layout(tmp_path):
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         io.to_uint8(np.full((2, 2, 3), 3.0))
     assert io.to_uint8(np.array([-1.0, 0.0, 1.0])).tolist() == [0, 128, 255]
+    with pytest.raises(ValueError, match="mode must be 'round' or 'truncate'"):
+        io.to_uint8(np.zeros(2), mode="nearest")
+
+
+def test_truncate_saves_frames_as_the_reference_scripts_do():
+    """clamp((x + 1) / 2, 0, 1) * 255, truncated: 0.999 of a level is dropped, as numpy's astype(uint8) does; the
+    pipelines' frames, from torch tensors (bfloat16 too) as from arrays."""
+    levels = [-1.5, -1.0, 0.0, 2 * 200.9 / 255 - 1, 1.0, 3.0]
+    assert io.to_uint8(np.array(levels), mode="truncate").tolist() == [0, 0, 127, 200, 255, 255]
+    assert io.to_uint8(torch.tensor(levels), mode="truncate").tolist() == [0, 0, 127, 200, 255, 255]
+    assert io.to_uint8(torch.tensor([-1.0, 0.0, 1.0], dtype=torch.bfloat16), mode="truncate").tolist() == [0, 127, 255]
+
+
+def test_one_uint8_check_says_what_was_expected_and_how_to_fix_it():
+    with pytest.raises(ValueError, match=r"An RGB image must be uint8 \[H, W, 3\], got float32 \[4, 4, 3\]; read it"):
+        io.check_uint8(np.zeros((4, 4, 3), np.float32), 3, "An RGB image", channels=(3,), fix="read it")
+    with pytest.raises(ValueError, match=r"must be uint8 frames \[T, H, W, C\] with C in 3, 4, got uint8 \[4, 4, 3\]"):
+        io.check_uint8(np.zeros((4, 4, 3), np.uint8), 4, "A video", channels=(3, 4))
+    video = np.zeros((2, 4, 4, 1), np.uint8)
+    assert io.check_uint8(video, 4, "A video") is video
 
 
 def transparent_gif(path, frames=3, size=12):

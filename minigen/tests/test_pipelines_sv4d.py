@@ -15,9 +15,8 @@ import torch
 from safetensors.torch import save_file
 
 from minigen.camera import default_trajectory, sv4d2_camera_inputs, sv4d_camera_inputs
-from minigen.diffusion import LinearPredictionGuider, SpatiotemporalPredictionGuider
-from minigen.io import write_image
-from minigen.pipelines.common import frames_to_uint8
+from minigen.diffusion import EulerEDMSampler, LinearPredictionGuider, SpatiotemporalPredictionGuider
+from minigen.io import to_uint8, write_image
 from minigen.pipelines.sv3d import SV3DPipeline
 from minigen.pipelines.sv4d import (
     SV4D2Pipeline,
@@ -65,8 +64,7 @@ def spy(monkeypatch, pipe, method: str) -> list:
 
 def as_frames(images: torch.Tensor) -> np.ndarray:
     """Decoded `t v 3 H W` -> uint8 `[v, t, H, W, 3]`, as the pipelines return the novel views."""
-    t, v = images.shape[:2]
-    return frames_to_uint8(images.transpose(0, 1).flatten(0, 1)).reshape(v, t, *images.shape[-2:], 3)
+    return to_uint8(images.permute(1, 0, 3, 4, 2), mode="truncate")  # v t H W 3
 
 
 # ---------------------------------------------------------------- defaults and schedules
@@ -74,9 +72,9 @@ def as_frames(images: torch.Tensor) -> np.ndarray:
 
 def test_defaults_are_the_scripts():
     expected = {  # num_steps, guider, max, min, default elevation (simple_video_sample_4d.py / _4d2.py)
-        "sv4d": (20, "SpatiotemporalPredictionGuider", 2.0, 1.0, 10.0),
-        "sv4d2": (50, "LinearPredictionGuider", 2.0, 1.0, 0.0),
-        "sv4d2_8views": (50, "SpatiotemporalPredictionGuider", 2.5, 1.5, 0.0),
+        "sv4d": (20, SpatiotemporalPredictionGuider, 2.0, 1.0, 10.0),
+        "sv4d2": (50, LinearPredictionGuider, 2.0, 1.0, 0.0),
+        "sv4d2_8views": (50, SpatiotemporalPredictionGuider, 2.5, 1.5, 0.0),
     }
     defaults = {**SV4DPipeline.DEFAULTS, **SV4D2Pipeline.DEFAULTS}
     for name, values in expected.items():
@@ -116,7 +114,7 @@ def test_sv4d2_windows_from_2T_frames_on_start_on_generated_views():
 def test_sampler_is_the_scripts(cls, name, guider, request):
     pipe = request.getfixturevalue(name.removeprefix("tiny_"))
     sampler = pipe.make_sampler(3, cfg=3.0, progress=False)
-    assert type(sampler).__name__ == "EulerEDMSampler" and sampler.num_steps == 3
+    assert type(sampler) is EulerEDMSampler and sampler.num_steps == 3
     assert sampler.discretization.sigma_max == 700.0
     assert isinstance(sampler.guider, guider) and sampler.guider.additional_cond_keys == ["cond_view", "cond_motion"]
     scales = sampler.guider.frame_scales
@@ -394,8 +392,8 @@ def test_sv4d_cameras_are_checked_before_sampling(sv4d, cameras, message):
     (video(4), {"num_frames": 2}, "at least 3 are needed"),
     (video(3, size=24), {}, "not a multiple of 16"),
     (video(3)[:, :, :16], {}, "square frames"),
-    (video(3).astype(np.float32), {}, "uint8 RGB video"),
-    (video(3)[..., 0], {}, "uint8 RGB video"),
+    (video(3).astype(np.float32), {}, r"video must be uint8 frames \[T, H, W, C\] with C in 3, 4, got float32"),
+    (video(3)[..., 0], {}, r"video must be uint8 frames \[T, H, W, C\] with C in 3, 4, got uint8 \[3, 32, 32\]"),
     (video(3), {"encoding_t": 0}, "encoding_t must be an integer >= 1"),
     (video(3), {"decoding_t": 2.5}, "decoding_t must be an integer >= 1"),
     (video(3), {"num_steps": 0}, "num_steps must be an integer >= 1"),

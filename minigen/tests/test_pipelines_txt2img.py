@@ -85,12 +85,12 @@ def test_defaults_are_the_demos():
     defaults = TextToImagePipeline.DEFAULTS
     assert {name: d.size for name, d in defaults.items() if not name.startswith("tiny")} == {
         "sd_2_1": 512, "sd_2_1_768": 768, "sd_xl_base": 1024, "sd_xl_refiner": 1024}
-    assert all((d.num_steps, d.cfg, d.sampler) == (50, 5.0, "EulerEDMSampler")
+    assert all((d.num_steps, d.cfg, d.sampler) == (50, 5.0, diffusion.EulerEDMSampler)
                for name, d in defaults.items() if not name.startswith("tiny"))
     # only the non-legacy model zeroes the unconditional text (force_uc_zero_embeddings=["txt"])
     assert [name for name, d in defaults.items() if d.zero_empty_negative] == ["sd_xl_base", "tiny_sdxl"]
     assert {(d.size, d.num_steps, d.cfg, d.sampler) for name, d in TurboPipeline.DEFAULTS.items()
-            if not name.startswith("tiny")} == {(512, 1, 1.0, "EulerAncestralSampler")}
+            if not name.startswith("tiny")} == {(512, 1, 1.0, diffusion.EulerAncestralSampler)}
 
 
 def test_images_are_uint8_at_the_asked_size(sdxl, sdxl_image):
@@ -477,7 +477,7 @@ def test_files_of_other_models_are_named(tmp_path, refiner):
     ({"height": 100}, r"100x64 is not a multiple of 64; use one of heights \[64, 128\]"),
     ({"width": 0}, "positive whole numbers"),
     ({"num_steps": 0}, "num_steps must be an integer >= 1"),
-    ({"sampler": "Euler"}, "Unknown sampler 'Euler'; choose one of DPMPP2MSampler"),
+    ({"sampler": "Euler"}, "Unknown sampler 'Euler'; choose one of DEISSampler, DPMPP2MSampler"),
     ({"prompt": []}, "non-empty list of strings"),
     ({"prompt": ["a", 3]}, "non-empty list of strings"),
     ({"negative_prompt": ["a", "b"]}, "2 negative_prompts for 1 prompts; give one, or one per prompt"),

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from minigen.diffusion import LinearPredictionGuider, TrianglePredictionGuider
 from minigen.nn.autoencoder import AutoencoderKL
 from minigen.pipelines import common
 from minigen.pipelines.common import identify_preset
@@ -77,13 +78,13 @@ def svd_frames(svd):
 
 def test_defaults_are_the_official_ones():
     expected = {  # (num_frames, num_steps, guider, max, min): sampling script + scripts/sampling/configs/*.yaml
-        "svd": (14, 25, "LinearPredictionGuider", 2.5, 1.0),
-        "svd_image_decoder": (14, 25, "LinearPredictionGuider", 2.5, 1.0),
-        "svd_xt": (25, 30, "LinearPredictionGuider", 3.0, 1.5),
-        "svd_xt_1_1": (25, 30, "LinearPredictionGuider", 3.0, 1.5),
-        "svd_xt_image_decoder": (25, 30, "LinearPredictionGuider", 3.0, 1.5),
-        "sv3d_u": (21, 50, "TrianglePredictionGuider", 2.5, 1.0),
-        "sv3d_p": (21, 50, "TrianglePredictionGuider", 2.5, 1.0),
+        "svd": (14, 25, LinearPredictionGuider, 2.5, 1.0),
+        "svd_image_decoder": (14, 25, LinearPredictionGuider, 2.5, 1.0),
+        "svd_xt": (25, 30, LinearPredictionGuider, 3.0, 1.5),
+        "svd_xt_1_1": (25, 30, LinearPredictionGuider, 3.0, 1.5),
+        "svd_xt_image_decoder": (25, 30, LinearPredictionGuider, 3.0, 1.5),
+        "sv3d_u": (21, 50, TrianglePredictionGuider, 2.5, 1.0),
+        "sv3d_p": (21, 50, TrianglePredictionGuider, 2.5, 1.0),
     }
     defaults = {**SVDPipeline.DEFAULTS, **SV3DPipeline.DEFAULTS}
     for name, values in expected.items():
@@ -217,8 +218,8 @@ def test_bad_options_are_refused(svd, options, message):
 
 
 @pytest.mark.parametrize("image, message", [
-    (np.zeros((64, 64), np.uint8), "Expected a uint8 RGB image"),
-    (np.zeros((64, 64, 3), np.float32), "Expected a uint8 RGB image"),
+    (np.zeros((64, 64), np.uint8), r"RGB image must be uint8 \[H, W, 3\], got uint8 \[64, 64\]; read files with"),
+    (np.zeros((64, 64, 3), np.float32), r"RGB image must be uint8 \[H, W, 3\], got float32"),
     (np.zeros((60, 64, 3), np.uint8), "not a multiple of 64"),
 ])
 def test_bad_images_are_refused(svd, image, message):
@@ -306,7 +307,7 @@ def test_sv3d_preprocesses_an_object_photo(sv3d_p):
     difference = frames[-1].astype(int) - prepared.astype(int)  # within the one level that saving truncates
     assert difference.min() >= -1 and difference.max() == 0
     assert (prepared[0, 0] == 255).all()  # on white
-    with pytest.raises(ValueError, match="Expected a uint8 RGB image"):
+    with pytest.raises(ValueError, match=r"RGB image must be uint8 \[H, W, 3\], got uint8 \[\d+, \d+, 4\]"):
         sv3d_p(photo, preprocess=False, **SV3D_FAST)  # RGBA needs preprocessing
 
 

@@ -99,7 +99,7 @@ def test_missing_model_gives_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="uint8 image"):
+    with pytest.raises(ValueError, match=r"image must be uint8 \[H, W, C\] with C in 3, 4, got float32"):
         preprocess.prepare_object_image(np.zeros((10, 10), np.float32))
     with pytest.raises(ValueError, match="background must be"):
         preprocess.object_alpha(photo(), background="magic")
@@ -248,7 +248,7 @@ def test_video_remove_bg_cuts_rgb_frames_with_alpha_matting(rembg_spy):
 def test_video_bad_input():
     with pytest.raises(ValueError, match="no object to frame"):
         preprocess.prepare_object_video(np.full((2, 8, 8, 3), 255, np.uint8))
-    with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
+    with pytest.raises(ValueError, match=r"video must be uint8 frames \[T, H, W, C\] with C in 3, 4"):
         preprocess.prepare_object_video(np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="image_frame_ratio"):
         preprocess.prepare_object_video(dark_square_video([8]), image_frame_ratio=1.2)

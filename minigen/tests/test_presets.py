@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from minigen.diffusion import LinearPredictionGuider
 from minigen.nn.sv4d_unet import SpatialUNetModelWithTime
 from minigen.nn.unet import UNetModel
 from minigen.nn.video_unet import VideoUNet
@@ -115,7 +116,7 @@ def test_svd_xt_image_decoder_is_svd_image_decoder_sampled_as_svd_xt():
     assert get_preset("svd_xt_image_decoder").official
     assert manifest_shapes("svd_xt_image_decoder") == manifest_shapes("svd_image_decoder")
     defaults = SVDPipeline.DEFAULTS["svd_xt_image_decoder"]
-    assert (defaults.num_frames, defaults.num_steps, defaults.guider) == (25, 30, "LinearPredictionGuider")
+    assert (defaults.num_frames, defaults.num_steps, defaults.guider) == (25, 30, LinearPredictionGuider)
     assert defaults == SVDPipeline.DEFAULTS["svd_xt"] != SVDPipeline.DEFAULTS["svd_image_decoder"]
 
 

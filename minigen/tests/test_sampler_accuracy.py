@@ -12,7 +12,6 @@ import torch
 from minigen import diffusion
 from minigen.data.toy2d import spiral
 from minigen.diffusion import EDMDiscretization
-from minigen.diffusion.samplers import nfe_per_call
 
 DETERMINISTIC = ["EulerEDMSampler", "HeunEDMSampler", "DPMPP2MSampler", "LinearMultistepSampler"]
 ANCESTRAL = ["EulerAncestralSampler", "DPMPP2SAncestralSampler"]
@@ -85,7 +84,7 @@ def test_deterministic_samplers_converge_to_the_reference_at_their_order(mixture
 
 @pytest.mark.parametrize("name", DETERMINISTIC + ANCESTRAL)
 @pytest.mark.parametrize("num_steps", [1, 3, 7])
-def test_denoiser_calls_match_nfe_per_call(mixture, noise, name, num_steps):
+def test_denoiser_calls_match_network_calls(mixture, noise, name, num_steps):
     calls = []
 
     def counting_denoiser(x, sigma, cond):
@@ -94,7 +93,7 @@ def test_denoiser_calls_match_nfe_per_call(mixture, noise, name, num_steps):
 
     sampler = diffusion.by_name("sampler", name)(EDMDiscretization64(), progress=False)
     sampler(counting_denoiser, noise, {}, num_steps=num_steps, generator=torch.Generator().manual_seed(0))
-    assert len(calls) == nfe_per_call(name, num_steps)
+    assert len(calls) == sampler.network_calls(num_steps)
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC + ANCESTRAL)

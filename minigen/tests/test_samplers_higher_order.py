@@ -15,7 +15,7 @@ from minigen import diffusion
 from minigen.cli import CHOICES
 from minigen.data.toy2d import spiral
 from minigen.diffusion import EDMDiscretization, IdentityGuider, TunedEDMDiscretization
-from minigen.diffusion.samplers import exponential_integral_weights, nfe_per_call
+from minigen.diffusion.samplers import exponential_integral_weights
 from minigen.pipelines.common import SAMPLERS, make_sampler
 
 HIGHER_ORDER = ["DPMPP3MSampler", "DEISSampler", "UniPCSampler"]
@@ -134,7 +134,7 @@ def test_one_network_call_per_step(mixture, noise, name, num_steps):
 
     sampler = diffusion.by_name("sampler", name)(EDMDiscretization64(), progress=False)
     sampler(counting_denoiser, noise, {}, num_steps=num_steps)
-    assert len(calls) == nfe_per_call(name, num_steps) == num_steps
+    assert len(calls) == sampler.network_calls(num_steps) == num_steps
     assert calls == [float(sigma) for sigma in EDMDiscretization64()(num_steps)[:-1]]
 
 
@@ -183,3 +183,13 @@ def test_pipelines_and_cli_accept_them_by_name(name):
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     out = sampler(lambda x, sigma, cond: x / (1 + diffusion.append_dims(sigma, x.ndim) ** 2), x, {})
     assert out.shape == x.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_the_sampler_option_takes_a_class_or_its_name():
+    discretization, guider = EDMDiscretization(sigma_max=700.0), IdentityGuider()
+    by_class = make_sampler(diffusion.DEISSampler, discretization, 4, guider, progress=False)
+    by_name = make_sampler("DEISSampler", discretization, 4, guider, progress=False)
+    assert type(by_class) is type(by_name) is diffusion.DEISSampler
+    for wrong in ("EulerSampler", "sgm.modules.diffusionmodules.sampling.EulerEDMSampler", diffusion.VanillaCFG, 3):
+        with pytest.raises(ValueError, match="Unknown sampler .*; choose one of DEISSampler, "):
+            make_sampler(wrong, discretization, 4, guider)

@@ -67,7 +67,7 @@ def tuples(params: dict) -> dict:
 def denoiser_from_reference(config: dict):
     if not config["target"].endswith(".Denoiser"):
         raise ValueError(f"Only the continuous Denoiser of the video models is read here, got {config['target']!r}.")
-    scaling = config.get("params", {})["scaling_config"]["target"].rsplit(".", 1)[-1]
+    scaling = diffusion.by_name("scaling", config.get("params", {})["scaling_config"]["target"])
     return DenoiserConfig(scaling=scaling).build()
 
 
@@ -110,7 +110,7 @@ def run_image_to_video(case: Case) -> dict:
     num_frames = options["num_frames"]
     guider = case.kwargs["sampler_config"]["params"]["guider_config"]
     defaults = VideoDefaults(num_frames=num_frames, num_steps=options["num_steps"],
-                             guider=guider["target"].rsplit(".", 1)[-1], cfg=guider["params"]["max_scale"],
+                             guider=diffusion.by_name("guider", guider["target"]), cfg=guider["params"]["max_scale"],
                              min_cfg=guider["params"].get("min_scale", 1.0), cond_aug=options["cond_aug"],
                              image_size=None)
     pipeline_class = SVDPipeline if "fps_id" in input_keys(engine.conditioner) else SV3DPipeline
