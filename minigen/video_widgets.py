@@ -149,6 +149,8 @@ class ClipExplorer(widgets.VBox):
 
 
 def format_number(value) -> str:
+    """A measurement for the explorer's HTML table: floats to 4 significant digits, anything else as escaped
+    text."""
     return f"{value:.4g}" if isinstance(value, (float, np.floating)) else html.escape(str(value))
 
 
