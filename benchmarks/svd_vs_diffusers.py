@@ -87,7 +87,7 @@ def diffusers_parts():
         hidden_size=vision["width"], intermediate_size=4 * vision["width"], num_hidden_layers=vision["layers"],
         num_attention_heads=vision["width"] // vision["head_width"], image_size=vision["image_size"],
         patch_size=vision["patch_size"], projection_dim=32)).eval()
-    ddconfig = get_preset("tiny_svd").first_stage.ddconfig
+    ddconfig = get_preset("tiny_svd").first_stage_model.ddconfig
     vae = AutoencoderKLTemporalDecoder(
         block_out_channels=tuple(ddconfig.ch * mult for mult in ddconfig.ch_mult),
         down_block_types=("DownEncoderBlock2D",) * len(ddconfig.ch_mult), layers_per_block=ddconfig.num_res_blocks,

@@ -183,7 +183,9 @@ class SpatialTransformer(nn.Module):
         """`b (h w) inner_dim` tokens -> `b c h w` feature map (before the residual)."""
         if self.use_linear:
             tokens = self.proj_out(tokens)
-        x = rearrange(tokens, "b (h w) c -> b c h w", h=h, w=w)
+        # contiguous, as the reference makes it: the rearranged view has channels-last strides, which would make
+        # every later convolution reorder its weights to match (7% of an SVD step on a CPU)
+        x = rearrange(tokens, "b (h w) c -> b c h w", h=h, w=w).contiguous()
         return x if self.use_linear else self.proj_out(x)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | list | None = None) -> torch.Tensor:
