@@ -15,6 +15,7 @@ from minigen.diffusion import EDMDiscretization
 
 DETERMINISTIC = ["EulerEDMSampler", "HeunEDMSampler", "DPMPP2MSampler", "LinearMultistepSampler"]
 ANCESTRAL = ["EulerAncestralSampler", "DPMPP2SAncestralSampler"]
+HIGHER_ORDER = ["DPMPP3MSampler", "DEISSampler", "UniPCSampler"]  # minigen's own, beyond the reference's
 SECOND_ORDER = ["HeunEDMSampler", "DPMPP2MSampler", "LinearMultistepSampler"]
 
 
@@ -82,9 +83,10 @@ def test_deterministic_samplers_converge_to_the_reference_at_their_order(mixture
         assert errors[-1] < 1e-3, errors
 
 
-@pytest.mark.parametrize("name", DETERMINISTIC + ANCESTRAL)
-@pytest.mark.parametrize("num_steps", [1, 3, 7])
+@pytest.mark.parametrize("name", DETERMINISTIC + ANCESTRAL + HIGHER_ORDER)
+@pytest.mark.parametrize("num_steps", [1, 2, 3, 7])
 def test_denoiser_calls_match_network_calls(mixture, noise, name, num_steps):
+    """Every sampler calls the network as often as it says; one-call samplers call it at each step's start."""
     calls = []
 
     def counting_denoiser(x, sigma, cond):
@@ -94,6 +96,8 @@ def test_denoiser_calls_match_network_calls(mixture, noise, name, num_steps):
     sampler = diffusion.by_name("sampler", name)(EDMDiscretization64(), progress=False)
     sampler(counting_denoiser, noise, {}, num_steps=num_steps, generator=torch.Generator().manual_seed(0))
     assert len(calls) == sampler.network_calls(num_steps)
+    if sampler.network_calls_per_step == 1:
+        assert calls == [float(sigma) for sigma in EDMDiscretization64()(num_steps)[:-1]]
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC + ANCESTRAL)
