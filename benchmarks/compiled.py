@@ -13,7 +13,8 @@ random weights: the speed does not depend on them), and an official-width slice 
 2 x 14 frames of 16x16 latents, which is where a full-size SVD step spends its time per pixel.
 
 Run `python benchmarks/compiled.py` (about 10 minutes on 2 cores, mostly compiling). Writes the `compiled` section
-of docs/benchmarks.md and benchmarks/results/compiled.json.
+of docs/benchmarks.md and benchmarks/results/compiled.json; `--device cuda` measures the same on a GPU (section
+`compiled_gpu`, results/compiled_cuda.json).
 """
 
 import argparse
@@ -47,19 +48,19 @@ WAYS = ("eager fp32", "eager bf16 autocast", "eager channels_last", "compiled fp
 REGENERATE = "python benchmarks/compiled.py"
 
 
-def build(case: str) -> tuple[torch.nn.Module, dict]:
-    """The case's network (random weights, float32, eval) and its guided-pass inputs."""
+def build(case: str, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The case's network (random weights, float32, eval) and its guided-pass inputs, on `device`."""
     preset, sizes, changes = CASES[case]
     torch.manual_seed(0)
     network = replace(get_preset(preset).network, **changes).build().eval()
     for parameter in network.parameters():  # the output layers start at zero (as trained): give them weights,
         if not parameter.any():  # or every way would output zeros and agree trivially
             torch.nn.init.normal_(parameter, std=0.02)
-    inputs = network_inputs(preset, network, torch.float32, device="cpu", case=sizes)
-    return network, inputs
+    inputs = network_inputs(preset, network, torch.float32, device=device, case=sizes)
+    return network.to(device), inputs
 
 
-def way_of_running(network: torch.nn.Module, way: str):
+def way_of_running(network: torch.nn.Module, way: str, device: str = "cpu"):
     """A function of the inputs that runs `network` the way `way` says."""
     if way == "eager channels_last":
         for module in network.modules():  # 2D convolutions only: the temporal layers' 3D kernels have no such format
@@ -71,18 +72,21 @@ def way_of_running(network: torch.nn.Module, way: str):
     def run(inputs: dict) -> torch.Tensor:
         if way == "eager channels_last":
             inputs = {**inputs, "x": inputs["x"].contiguous(memory_format=torch.channels_last)}
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            return model(**inputs).float()
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+            output = model(**inputs).float()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return output
 
     return run
 
 
-def measure(case: str) -> list[dict]:
+def measure(case: str, device: str = "cpu") -> list[dict]:
     baseline = None
     rows = []
     for way in WAYS:
-        network, inputs = build(case)  # the same weights (seeded) for every way, none changed by another
-        run = way_of_running(network, way)
+        network, inputs = build(case, device)  # the same weights (seeded) for every way, none changed by another
+        run = way_of_running(network, way, device)
         start = time.perf_counter()
         output = run(inputs)  # warm-up; compiles the compiled ways
         first_call = time.perf_counter() - start
@@ -126,19 +130,21 @@ def report(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--report", action="store_true", help="rewrite the section from the saved JSON")
     args = parser.parse_args()
+    results_path = RESULTS if args.device == "cpu" else RESULTS.with_stem("compiled_cuda")
     if args.report:
-        results = json.loads(RESULTS.read_text())
+        results = json.loads(results_path.read_text())
     else:
         torch.set_num_threads(args.threads)
-        rows = [row for case in args.cases for row in measure(case)]
-        results = {"machine": f"{platform.processor() or platform.machine()}", "threads": args.threads,
-                   "torch": torch.__version__, "rows": rows}
-        RESULTS.write_text(json.dumps(results, indent=1))
-    write_section("compiled", report(results))
-
+        rows = [row for case in args.cases for row in measure(case, args.device)]
+        machine = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
+        results = {"machine": machine, "device": args.device, "threads": args.threads, "torch": torch.__version__,
+                   "rows": rows}
+        results_path.write_text(json.dumps(results, indent=1))
+    write_section("compiled" if args.device == "cpu" else "compiled_gpu", report(results))
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ processes. Writes the `svd_vs_diffusers` section of docs/benchmarks.md and bench
 
     python benchmarks/svd_vs_diffusers.py             # about 6 minutes on 2 cores; needs diffusers + transformers
     python benchmarks/svd_vs_diffusers.py --point pipeline minigen   # one point, printed as JSON
+    python benchmarks/svd_vs_diffusers.py --device cuda              # the same on a GPU (section ..._gpu)
 """
 
 import argparse
@@ -44,6 +45,7 @@ REPEATS = {"pipeline": 3, "network": 3}
 PROCESSES = 3
 LIBRARIES = ("minigen", "diffusers")
 REGENERATE = "python benchmarks/svd_vs_diffusers.py"
+DEVICE = "cpu"  # --device cuda measures on a GPU: time synchronised, memory as torch.cuda's peak allocation
 
 
 # --------------------------------------------------------------------------------- the pipeline at tiny size
@@ -57,7 +59,7 @@ def minigen_pipeline():
     """A function making one tiny_svd clip with minigen."""
     from minigen.pipelines.svd import SVDPipeline
 
-    pipeline = SVDPipeline.from_preset("tiny_svd", weights="random")
+    pipeline = SVDPipeline.from_preset("tiny_svd", weights="random", device=DEVICE)
     image = input_image()
     return lambda: pipeline(image, num_frames=CLIP["frames"], num_steps=CLIP["steps"], min_cfg=CLIP["min_cfg"],
                             cfg=CLIP["cfg"], motion_bucket_id=CLIP["motion_bucket_id"], fps_id=CLIP["fps_id"],
@@ -103,7 +105,7 @@ def diffusers_pipeline():
     from diffusers import StableVideoDiffusionPipeline
     from PIL import Image
 
-    pipeline = StableVideoDiffusionPipeline(scheduler=svd_scheduler(), **diffusers_parts())
+    pipeline = StableVideoDiffusionPipeline(scheduler=svd_scheduler(), **diffusers_parts()).to(DEVICE)
     pipeline.set_progress_bar_config(disable=True)
     image = Image.fromarray(input_image())
     return lambda: pipeline(image, height=CLIP["side"], width=CLIP["side"], num_frames=CLIP["frames"],
@@ -123,9 +125,10 @@ def network_inputs(in_channels: int, context_dim: int, adm_channels: int) -> dic
     frames, side = NETWORK["frames"], NETWORK["latent_side"]
 
     def random(*shape):
-        return torch.randn(*shape, generator=generator).to(torch.bfloat16)
+        return torch.randn(*shape, generator=generator).to(DEVICE, torch.bfloat16)
 
-    return {"x": random(2 * frames, in_channels, side, side), "timesteps": torch.full((2 * frames,), 0.5),
+    return {"x": random(2 * frames, in_channels, side, side),
+            "timesteps": torch.full((2 * frames,), 0.5, device=DEVICE),
             "context": random(2 * frames, 1, context_dim), "y": random(2 * frames, adm_channels)}
 
 
@@ -133,21 +136,22 @@ def minigen_network():
     from minigen.presets import get_preset
 
     config = get_preset("svd").network
-    network = config.build().to(torch.bfloat16).eval()
+    network = config.build().to(DEVICE, torch.bfloat16).eval()
     inputs = network_inputs(config.in_channels, config.context_dim, config.adm_in_channels)
     frames = NETWORK["frames"]
-    return lambda: network(**inputs, num_video_frames=frames, image_only_indicator=torch.zeros(2, frames))
+    indicator = torch.zeros(2, frames, device=DEVICE)
+    return lambda: network(**inputs, num_video_frames=frames, image_only_indicator=indicator)
 
 
 def diffusers_network():
     from diffusers import UNetSpatioTemporalConditionModel
 
-    unet = UNetSpatioTemporalConditionModel().to(torch.bfloat16).eval()  # defaults: SVD's published config
+    unet = UNetSpatioTemporalConditionModel().to(DEVICE, torch.bfloat16).eval()  # defaults: SVD's published config
     frames = NETWORK["frames"]
     inputs = network_inputs(unet.config.in_channels, unet.config.cross_attention_dim, 3)
     sample = inputs["x"].unflatten(0, (2, frames))  # b t c h w
     context = inputs["context"][::frames]
-    added_time_ids = torch.tensor([[6.0, 127.0, 0.02]] * 2).to(torch.bfloat16)
+    added_time_ids = torch.tensor([[6.0, 127.0, 0.02]] * 2).to(DEVICE, torch.bfloat16)
     return lambda: unet(sample, inputs["timesteps"][:2], encoder_hidden_states=context,
                         added_time_ids=added_time_ids).sample
 
@@ -159,24 +163,41 @@ BUILDERS = {("pipeline", "minigen"): minigen_pipeline, ("pipeline", "diffusers")
 # --------------------------------------------------------------------------------- measuring
 
 
+def memory_mib() -> float:
+    """Memory in use now: resident memory on the CPU, allocated memory on a GPU."""
+    return torch.cuda.memory_allocated() / 2**20 if DEVICE == "cuda" else profiling.resident_mib()
+
+
+def reset_peak_memory() -> None:
+    torch.cuda.reset_peak_memory_stats() if DEVICE == "cuda" else profiling.reset_peak()
+
+
+def peak_memory_mib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**20 if DEVICE == "cuda" else profiling.peak_resident_mib()
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def measure_point(kind: str, library: str) -> dict:
     """In this process: build, warm up, then time REPEATS calls and take the peak memory above the start."""
     run = BUILDERS[kind, library]()
     with torch.inference_mode():
-        run()  # warm-up: lazy initialisation, first allocations
-        profiling.reset_peak()
-        before = profiling.resident_mib()
-        times = []
-        for _ in range(REPEATS[kind]):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
+        timed(run)  # warm-up: lazy initialisation, first allocations
+        reset_peak_memory()
+        before = memory_mib()
+        times = [timed(run) for _ in range(REPEATS[kind])]
     return {"kind": kind, "library": library, "seconds": statistics.median(times),
-            "peak_mib": profiling.peak_resident_mib() - before}
+            "peak_mib": peak_memory_mib() - before}
 
 
 def in_fresh_process(kind: str, library: str, threads: int) -> dict:
-    command = [sys.executable, __file__, "--point", kind, library, "--threads", str(threads)]
+    command = [sys.executable, __file__, "--point", kind, library, "--threads", str(threads), "--device", DEVICE]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         return {"kind": kind, "library": library, "error": (result.stderr.strip().splitlines() or ["?"])[-1]}
@@ -199,14 +220,15 @@ def measure(threads: int) -> dict:
              for kind in ("pipeline", "network") for library in LIBRARIES}
     import diffusers
 
-    return {"machine": machine(), "threads": threads, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "rows": list(table.values()), "all_runs": rows}
+    name = torch.cuda.get_device_name() if DEVICE == "cuda" else machine()
+    return {"machine": name, "device": DEVICE, "threads": threads, "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "rows": list(table.values()), "all_runs": rows}
 
 
 def report(results: dict) -> str:
     rows = {(row["kind"], row["library"]): row for row in results["rows"]}
     lines = [
-        "## Image to video against diffusers (CPU)",
+        f"## Image to video against diffusers ({'GPU' if results.get('device') == 'cuda' else 'CPU'})",
         "",
         f"Machine: {results['machine']}, {results['threads']} threads, PyTorch {results['torch']}, diffusers "
         f"{results['diffusers']}. Written by `{REGENERATE}`. Each figure is the median over {PROCESSES} fresh "
@@ -241,14 +263,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--point", nargs=2, metavar=("KIND", "LIBRARY"), help="measure one point in this process")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--report", action="store_true", help="rewrite the section from the saved JSON")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(args.threads)
     if args.point:
         return print(json.dumps(measure_point(*args.point)))
-    results = json.loads(RESULTS.read_text()) if args.report else measure(args.threads)
-    RESULTS.write_text(json.dumps(results, indent=1))
-    write_section("svd_vs_diffusers", report(results))
+    results_path = RESULTS if DEVICE == "cpu" else RESULTS.with_stem("svd_vs_diffusers_cuda")
+    results = json.loads(results_path.read_text()) if args.report else measure(args.threads)
+    results_path.write_text(json.dumps(results, indent=1))
+    write_section("svd_vs_diffusers" if DEVICE == "cpu" else "svd_vs_diffusers_gpu", report(results))
 
 
 if __name__ == "__main__":
