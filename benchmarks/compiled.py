@@ -1,11 +1,12 @@
 """Compiled and lower-precision inference on the CPU: torch.compile (inductor), bfloat16 autocast, channels_last.
 
-For each network, one guided forward pass (the batch doubled, as classifier-free guidance runs it) in five ways:
-eager float32 (the baseline), eager with bfloat16 autocast, eager float32 in `channels_last` memory format,
-`torch.compile` (inductor, default mode) in float32, and compiled with bfloat16 autocast. Each way reports the
-median time of several calls after its warm-up (for the compiled ones the first call, which compiles, is timed
-apart), the speed-up over eager float32, and the largest difference of its output from eager float32, relative
-to the output's standard deviation (so 1e-2 means an error of 1% of the output's spread).
+For each network, one guided forward pass (the batch doubled, as classifier-free guidance runs it) in six ways:
+eager float32 (the baseline, with all threads), eager float32 with one thread, eager with bfloat16 autocast, eager
+float32 in `channels_last` memory format, `torch.compile` (inductor, default mode) in float32, and compiled with
+bfloat16 autocast. Each way reports the median time of several calls after its warm-up (for the compiled ones the
+first call, which compiles, is timed apart), the speed-up over eager float32, and the largest difference of its
+output from eager float32, relative to the output's standard deviation (so 1e-2 means an error of 1% of the
+output's spread).
 
 Networks: the trained course models' UNets at the sizes the course runs them (tiny_sd, tiny_svd, tiny_sv4d2,
 random weights: the speed does not depend on them), and an official-width slice of SVD's UNet: its first level
@@ -44,7 +45,8 @@ CASES = {
     "svd, official-width slice": ("svd", dict(frames=14, height=16, width=16, tokens=1, video=True),
                                   dict(channel_mult=(1,), num_res_blocks=1, attention_resolutions=(1,))),
 }
-WAYS = ("eager fp32", "eager bf16 autocast", "eager channels_last", "compiled fp32", "compiled bf16 autocast")
+WAYS = ("eager fp32", "eager fp32, 1 thread", "eager bf16 autocast", "eager channels_last", "compiled fp32",
+        "compiled bf16 autocast")
 REGENERATE = "python benchmarks/compiled.py"
 
 
@@ -68,12 +70,17 @@ def way_of_running(network: torch.nn.Module, way: str, device: str = "cpu"):
                 module.to(memory_format=torch.channels_last)
     model = torch.compile(network) if way.startswith("compiled") else network
     autocast = "bf16" in way
+    threads = 1 if way.endswith("1 thread") else torch.get_num_threads()  # small ops can lose more to syncing
+    # threads than they gain from them
 
     def run(inputs: dict) -> torch.Tensor:
         if way == "eager channels_last":
             inputs = {**inputs, "x": inputs["x"].contiguous(memory_format=torch.channels_last)}
+        all_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             output = model(**inputs).float()
+        torch.set_num_threads(all_threads)
         if device == "cuda":
             torch.cuda.synchronize()
         return output
@@ -118,13 +125,30 @@ def report(results: dict) -> str:
         "| network | way | seconds | speed-up over eager fp32 | first call (s) | max difference / std |",
         "|---|---|---|---|---|---|",
     ]
-    for case in CASES:
+    for case in dict.fromkeys(row["case"] for row in results["rows"]):  # the cases measured, in order
         rows = [row for row in results["rows"] if row["case"] == case]
         base = next(row for row in rows if row["way"] == "eager fp32")["seconds"]
         for row in rows:
             lines.append(f"| {case} | {row['way']} | {row['seconds']:.4f} | {base / row['seconds']:.2f}x | "
                          f"{row['first_call_s']:.1f} | {row['relative_max_difference']:.1e} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", "Where compiling pays:", ""] + break_even_lines(results["rows"]))
+
+
+def break_even_lines(rows: list[dict]) -> list[str]:
+    """For each compiled way: after how many calls its compile time is won back against the eager way of the same
+    precision, or that it never is."""
+    seconds = {(row["case"], row["way"]): row for row in rows}
+    lines = []
+    for (case, way), row in seconds.items():
+        if not way.startswith("compiled"):
+            continue
+        eager = seconds[case, way.replace("compiled", "eager")]
+        saved = eager["seconds"] - row["seconds"]
+        verdict = (f"pays after {row['first_call_s'] / saved:,.0f} calls" if saved > 0 else
+                   "never pays: slower than eager")
+        lines.append(f"- {case}, {way}: {eager['seconds']:.4f} -> {row['seconds']:.4f} s a call after "
+                     f"{row['first_call_s']:.0f} s of compiling: {verdict}.")
+    return lines
 
 
 def main() -> None:

@@ -116,6 +116,17 @@ def test_same_seed_same_video_other_seed_other_video(svd, svd_frames):
     assert not np.array_equal(svd(picture(), seed=24, **FAST), svd_frames)
 
 
+def test_compile_keeps_the_video_and_the_checkpoint_keys(svd_frames):
+    """Pipeline.compile compiles the network in place: the same frames, the same state-dict keys. (The "eager"
+    backend traces the network as inductor would but skips code generation, which takes minutes on a CPU.)"""
+    pipe = tiny_pipeline(SVDPipeline)
+    keys = list(pipe.engine.state_dict())
+    assert pipe.compile(backend="eager") is pipe
+    assert pipe.engine.network._compiled_call_impl is not None  # nn.Module.compile's record of the compiled forward
+    assert list(pipe.engine.state_dict()) == keys
+    np.testing.assert_array_equal(pipe(picture(), **FAST), svd_frames)
+
+
 def test_conditions_change_the_video(svd, svd_frames):
     assert not np.array_equal(svd(picture(), motion_bucket_id=30, **FAST), svd_frames)
 
