@@ -151,29 +151,16 @@ def test_batch_not_divisible_by_num_video_frames():
         VideoResBlock(32, 8, 0.0)(torch.randn(3, 32, 4, 4), torch.randn(3, 8), None)
 
 
-def test_missing_context():
-    inputs = sd_inputs()
-    inputs["context"] = None
-    with pytest.raises(ValueError, match="pass context"):
-        tiny("tiny_sd")(**inputs)
-
-
-def test_missing_or_unexpected_vector_conditioning():
-    with pytest.raises(ValueError, match="needs the vector conditioning y"):
-        tiny("tiny_sdxl")(**sd_inputs())
-    with pytest.raises(ValueError, match="takes no y"):
-        tiny("tiny_sd")(**sd_inputs(), y=torch.randn(2, 32))
-    inputs = svd_inputs()
-    inputs["y"] = None
-    with pytest.raises(ValueError, match="pass y of shape"):
-        tiny("tiny_svd")(**inputs)
-
-
-def test_missing_image_only_indicator():
-    inputs = svd_inputs()
-    inputs["image_only_indicator"] = None
-    with pytest.raises(ValueError, match="needs image_only_indicator"):
-        tiny("tiny_svd")(**inputs)
+@pytest.mark.parametrize("preset, inputs, changes, message", [
+    ("tiny_sd", sd_inputs, {"context": None}, "pass context"),
+    ("tiny_sdxl", sd_inputs, {}, "needs the vector conditioning y"),
+    ("tiny_sd", sd_inputs, {"y": torch.randn(2, 32)}, "takes no y"),
+    ("tiny_svd", svd_inputs, {"y": None}, "pass y of shape"),
+    ("tiny_svd", svd_inputs, {"image_only_indicator": None}, "needs image_only_indicator"),
+])
+def test_a_missing_or_unexpected_input_is_named(preset, inputs, changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(preset)(**(inputs() | changes))
 
 
 def test_context_of_the_wrong_size():

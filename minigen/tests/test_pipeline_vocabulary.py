@@ -5,6 +5,7 @@ A student who learned `pipe(image, num_steps=..., seed=..., cfg=...)` on SVD can
 """
 
 import inspect
+import re
 
 import pytest
 
@@ -100,3 +101,15 @@ def test_the_words_reach_the_sampler_and_guider():
         assert sampler.num_steps == 3 and not sampler.progress, name
         guider = sampler.guider  # VanillaCFG's one scale, or the per-frame guiders' largest
         assert getattr(guider, "scale", None) == 4.5 or guider.max_scale == 4.5, name
+
+
+# a preset each pipeline does not run (another pipeline's, or an official one of its own family's neighbour)
+FOREIGN = {TextToImagePipeline: "tiny_svd", TurboPipeline: "sd_xl_refiner", SVDPipeline: "tiny_sv3d",
+           SV3DPipeline: "svd", SV4DPipeline: "tiny_sv4d2", SV4D2Pipeline: "tiny_sv4d"}
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=NAMES)
+def test_a_preset_it_does_not_run_is_refused_naming_those_it_runs(pipeline):
+    runs = re.escape(f"{pipeline.__name__} runs {', '.join(pipeline.DEFAULTS)}; got '{FOREIGN[pipeline]}'")
+    with pytest.raises(ValueError, match=runs):
+        pipeline.from_preset(FOREIGN[pipeline])

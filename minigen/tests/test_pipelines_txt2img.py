@@ -508,13 +508,6 @@ def test_bad_image_to_image_input_is_refused(sd):
         sd.image_to_image(torch.zeros(1, 4, 8, 8), ["a", "b"], progress=False)
 
 
-def test_presets_of_other_pipelines_are_refused():
-    with pytest.raises(ValueError, match="TextToImagePipeline runs sd_2_1, .*got 'tiny_svd'"):
-        TextToImagePipeline.from_preset("tiny_svd")
-    with pytest.raises(ValueError, match="TurboPipeline runs sd_xl_turbo"):
-        TurboPipeline.from_preset("sd_xl_refiner")
-
-
 def test_a_conditioner_this_pipeline_cannot_feed_is_named(sd):
     svd = DiffusionEngine.from_preset("tiny_svd")
     with pytest.raises(ValueError, match="conditioner reads .*cond_frames_without_noise"):
