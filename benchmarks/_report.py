@@ -1,5 +1,6 @@
-"""Shared by the benchmark scripts: rewrite one marked section of docs/benchmarks.md."""
+"""Shared by the benchmark scripts: rewrite one marked section of docs/benchmarks.md; the median over runs."""
 
+import statistics
 from pathlib import Path
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -16,3 +17,12 @@ def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def median_over(runs: list[dict], keys: tuple[str, ...]) -> dict:
+    """One row for a point measured in several processes: the first run's fields with the median of each of `keys`
+    and the number of runs, or the first run that failed (it holds "error"), so that a failure is reported."""
+    failed = [run for run in runs if "error" in run]
+    if failed:
+        return failed[0]
+    return {**runs[0], "runs": len(runs), **{key: statistics.median(run[key] for run in runs) for key in keys}}

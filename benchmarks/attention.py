@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 
 import torch
 
+from minigen import profiling
 from minigen.nn.attention import attention, naive_attention
 
 THREADS = 2
@@ -53,26 +53,14 @@ def machine() -> str:
     return f"{model} ({os.cpu_count()} cores, shared)"
 
 
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def peak_rss_mb() -> float:
-    """The highest resident set size of this process so far (`VmHWM`, in kB)."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
-
 def memory_point(shape_name: str, method: str) -> dict:
     """Peak extra memory of one attention call; runs inside a fresh process."""
     torch.set_num_threads(THREADS)
     q, k, v = qkv(shape_name)
-    before = current_rss_mb()
+    before = profiling.resident_mib()
     with torch.no_grad():
         METHODS[method](q, k, v)
-    return {"peak_mb": max(peak_rss_mb() - before, 0.0)}
+    return {"peak_mb": max(profiling.peak_resident_mib() - before, 0.0)}
 
 
 def memory_in_subprocess(shape_name: str, method: str) -> float:

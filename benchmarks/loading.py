@@ -33,7 +33,6 @@ import gzip
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section  # noqa: E402
+from _report import median_over, write_section  # noqa: E402
+
+from minigen import profiling  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "minigen" / "manifests" / "svd.json.gz"
@@ -78,13 +79,6 @@ def write_diffusers_folder(folder: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ one variant
-
-
-def peak_resident_gib() -> float:
-    """This process's highest resident memory (VmHWM; mapped file pages it touched count)."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024 / GIB
 
 
 def guided_inputs(device: str, dtype: torch.dtype) -> dict:
@@ -136,12 +130,6 @@ def first_pass_diffusers(unet, inputs: dict) -> torch.Tensor:
     return unet(sample, inputs["sigma"][:2], encoder_hidden_states=context, added_time_ids=added_time_ids).sample
 
 
-def resident_gib() -> float:
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmRSS:"))
-    return int(line.split()[1]) * 1024 / GIB
-
-
 def run_variant(variant: str, path: Path, device: str) -> dict:
     """Load, then one guided forward pass; seconds from just before the load, the peak resident memory, and the
     process's own size before the load (Python, PyTorch and the libraries imported)."""
@@ -149,7 +137,7 @@ def run_variant(variant: str, path: Path, device: str) -> dict:
         import diffusers  # noqa: F401  (imported before the clock starts, as minigen is)
     else:
         import minigen.pipelines  # noqa: F401
-    before = resident_gib()
+    before = profiling.resident_mib() / 1024
     start = time.perf_counter()
     if variant == "diffusers":
         from diffusers import UNetSpatioTemporalConditionModel
@@ -169,7 +157,8 @@ def run_variant(variant: str, path: Path, device: str) -> dict:
     if not torch.isfinite(output).all():
         raise RuntimeError(f"{variant}: the first pass gave non-finite values")
     return {"variant": variant, "load_s": loaded - start, "first_result_s": done - start,
-            "peak_rss_gib": peak_resident_gib(), "process_gib": before,
+            "peak_rss_gib": profiling.peak_resident_mib() / 1024,  # VmHWM: counts the mapped pages touched
+            "process_gib": before,
             "gpu_peak_gib": torch.cuda.max_memory_allocated() / GIB if device == "cuda" else None}
 
 
@@ -183,13 +172,6 @@ def fresh_process(variant: str, path: Path, device: str) -> dict:
     if result.returncode:
         return {"variant": variant, "error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def median_row(runs: list[dict]) -> dict:
-    if any("error" in run for run in runs):
-        return runs[0] | {"runs": len(runs)}
-    return {"variant": runs[0]["variant"], "runs": len(runs), **{key: statistics.median(run[key] for run in runs)
-            for key in ("load_s", "first_result_s", "peak_rss_gib", "process_gib")}}
 
 
 def diffusers_available() -> str | None:
@@ -214,7 +196,8 @@ def measure(device: str, repeats: int) -> dict:
                 rows.append({"variant": variant, "error": "diffusers is not installed (pip install -e '.[bench]')"})
                 continue
             path = diffusers_folder if variant == "diffusers" else engine_file
-            rows.append(median_row([fresh_process(variant, path, device) for _ in range(repeats)]))
+            runs = [fresh_process(variant, path, device) for _ in range(repeats)]
+            rows.append(median_over(runs, ("load_s", "first_result_s", "peak_rss_gib", "process_gib")))
             print(rows[-1], flush=True)
     return {"machine": machine(device), "device": device, "sizes_gib": sizes, "rows": rows,
             "diffusers": diffusers_available()}

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section  # noqa: E402
+from _report import median_over, write_section  # noqa: E402
 from attention import diffusers_twin, machine  # noqa: E402
 
 from minigen import profiling  # noqa: E402
@@ -169,7 +169,10 @@ def memory_mib() -> float:
 
 
 def reset_peak_memory() -> None:
-    torch.cuda.reset_peak_memory_stats() if DEVICE == "cuda" else profiling.reset_peak()
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        profiling.reset_peak()
 
 
 def peak_memory_mib() -> float:
@@ -204,19 +207,13 @@ def in_fresh_process(kind: str, library: str, threads: int) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def median_point(points: list[dict]) -> dict:
-    if any("error" in point for point in points):
-        return next(point for point in points if "error" in point)
-    return {**points[0], "processes": len(points), **{key: statistics.median(point[key] for point in points)
-                                                      for key in ("seconds", "peak_mib")}}
-
-
 def measure(threads: int) -> dict:
     rows = []
     for kind in ("pipeline", "network"):
         for _ in range(PROCESSES):  # the libraries alternate, so a busy spell of the machine hits both
             rows += [in_fresh_process(kind, library, threads) for library in LIBRARIES]
-    table = {(kind, library): median_point([row for row in rows if (row["kind"], row["library"]) == (kind, library)])
+    table = {(kind, library): median_over([row for row in rows if (row["kind"], row["library"]) == (kind, library)],
+                                          ("seconds", "peak_mib"))
              for kind in ("pipeline", "network") for library in LIBRARIES}
     import diffusers
 

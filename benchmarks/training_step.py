@@ -31,8 +31,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
-from attention import current_rss_mb, diffusers_twin, interleaved_median_seconds, machine, peak_rss_mb  # noqa: E402
+from attention import diffusers_twin, interleaved_median_seconds, machine  # noqa: E402
 
+from minigen import profiling  # noqa: E402
 from minigen.presets import get_preset, parameter_count  # noqa: E402
 
 THREADS = 2  # the default of --threads
@@ -95,12 +96,11 @@ def training_step(network: str, checkpointing: str):
 def memory_point(network: str, checkpointing: str) -> dict:
     """Peak extra memory of two training steps; runs inside a fresh process."""
     step = training_step(network, checkpointing)
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # reset VmHWM: construction's own peak must not count
-    before = current_rss_mb()
+    profiling.reset_peak()  # construction's own peak must not count
+    before = profiling.resident_mib()
     for _ in range(2):  # the second step runs with AdamW's state and the gradients already held
         step()
-    return {"peak_mb": max(peak_rss_mb() - before, 0.0)}
+    return {"peak_mb": max(profiling.peak_resident_mib() - before, 0.0)}
 
 
 def memory_in_subprocess(network: str, checkpointing: str) -> float:
