@@ -19,6 +19,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from .presets import SAME_LAYOUT
+
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"  # every official checkpoint's tensor table
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
@@ -233,8 +235,6 @@ class CheckpointInfo:
 def manifest(name: str, manifest_dir: Path = MANIFEST_DIR) -> dict:
     """An official checkpoint's manifest, `{"tensors": {key: {"shape", "dtype", ...}}, "param_counts": {...}}`,
     read once per process. A preset whose file has another's tensor table (presets.SAME_LAYOUT) reads that one."""
-    from .presets import SAME_LAYOUT
-
     path = Path(manifest_dir) / f"{SAME_LAYOUT.get(name, name)}.json.gz"
     return json.loads(gzip.decompress(path.read_bytes()))
 
