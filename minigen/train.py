@@ -338,6 +338,15 @@ def write_atomically(tensors: dict[str, torch.Tensor], path: Path, metadata: dic
     os.replace(temporary, path)
 
 
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate of optimizer step `step` (0-based): a linear warm-up, a constant stretch, and a linear decay
+    to 0 over the last `decay_steps` steps (warmup-stable-decay). The decay is where the loss drops that a constant
+    rate's noise hides; the constant stretch lets a finished run be resumed with more steps and a new decay."""
+    warmup = (step + 1) / max(1, config.warmup_steps)
+    decay = (config.steps - step) / config.decay_steps if config.decay_steps else 1.0
+    return config.learning_rate * min(1.0, warmup, decay)
+
+
 # ---------------------------------------------------------------- run folders
 
 
@@ -355,9 +364,10 @@ def read_run(path: Path) -> tuple[str, dict, int]:
 
 def config_differences(saved: dict, config: TrainConfig) -> list[str]:
     """'field: saved -> requested' for every field that changes what a run computes."""
-    requested = config_json(config)
-    return [f"{field}: {saved.get(field)!r} -> {value!r}" for field, value in requested.items()
-            if field not in RESUMABLE_FIELDS and saved.get(field) != value]
+    requested, defaults = config_json(config), config_json(TrainConfig())
+    saved = defaults | saved  # a field newer than the checkpoint: the run had its default behaviour
+    return [f"{field}: {saved[field]!r} -> {value!r}" for field, value in requested.items()
+            if field not in RESUMABLE_FIELDS and saved[field] != value]
 
 
 def check_out(out: Path, recipe: Recipe, config: TrainConfig, resume: bool) -> None:
@@ -467,7 +477,7 @@ class Trainer:
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.parameters.values(), config.grad_clip)
         for group in self.optimizer.param_groups:
-            group["lr"] = config.learning_rate * min(1.0, (self.step + 1) / max(1, config.warmup_steps))
+            group["lr"] = learning_rate(config, self.step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -579,6 +589,9 @@ def check_config(config: TrainConfig, world: World) -> None:
         raise ValueError("This GPU does not support bfloat16; use precision 'fp16' or 'fp32'.")
     if config.accumulate < 1 or config.steps < 0:
         raise ValueError(f"Need accumulate >= 1 and steps >= 0; got {config.accumulate} and {config.steps}.")
+    if not 0 <= config.decay_steps <= config.steps:
+        raise ValueError(f"decay_steps must lie in 0 .. steps ({config.steps}): the decay is the run's last part; "
+                         f"got {config.decay_steps}.")
     per_micro_batch = world.size * config.accumulate
     if config.batch_size % per_micro_batch or config.batch_size < per_micro_batch:
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of accumulate ({config.accumulate}) x "
@@ -639,6 +652,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     settings.add_argument("--learning-rate", type=float, help="AdamW's learning rate after warm-up")
     settings.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay")
     settings.add_argument("--warmup-steps", type=int, help="steps of linear learning-rate warm-up")
+    settings.add_argument("--decay-steps", type=int, help="last steps, the learning rate falling linearly to 0")
     settings.add_argument("--ema-decay", type=float, help="decay of the EMA of the weights")
     settings.add_argument("--grad-clip", type=float, help="max global gradient norm (0: no clipping)")
     settings.add_argument("--precision", choices=list(PRECISIONS), help="fp32, bf16 autocast, fp16 autocast (GPU)")

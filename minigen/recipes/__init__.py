@@ -32,6 +32,7 @@ class TrainConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.0  # AdamW's decoupled weight decay
     warmup_steps: int = 0  # linear learning-rate warm-up
+    decay_steps: int = 0  # linear learning-rate decay to 0 over the run's last decay_steps steps
     ema_decay: float = 0.999  # EMA of the trainable weights, what gets exported
     grad_clip: float | None = 1.0  # max global gradient norm (None: no clipping)
     precision: str = "fp32"  # "fp32", "bf16" (autocast on CPU or GPU) or "fp16" (autocast + grad scaler, GPU)

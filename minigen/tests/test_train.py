@@ -25,7 +25,7 @@ from minigen.conditioning import EmbedderEntry, GeneralConditioner
 from minigen.diffusion import Denoiser, EDMScaling
 from minigen.pipelines.engine import DiffusionEngine
 from minigen.recipes import TrainConfig, tiny_image
-from minigen.train import add_arguments, config_from, main, matches, set_condition_dropout, train
+from minigen.train import add_arguments, config_from, learning_rate, main, matches, set_condition_dropout, train
 
 torch.set_num_threads(1)
 
@@ -94,6 +94,33 @@ def test_resume_is_exact(tmp_path):
     resumed = train(micro_recipe(steps=4), tmp_path / "halves", resume=True, progress=False)
     assert resumed.step == 4 and resumed.losses == straight.losses
     assert_same_state(straight, resumed)
+
+
+def test_learning_rate_warms_up_holds_and_decays_to_zero():
+    config = TrainConfig(steps=10, learning_rate=1.0, warmup_steps=2, decay_steps=4)
+    rates = [learning_rate(config, step) for step in range(config.steps)]
+    assert rates == pytest.approx([0.5, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+
+
+def test_the_decay_is_what_the_optimizer_uses(tmp_path):
+    trainer = train(micro_recipe(steps=4, decay_steps=2), tmp_path / "run", progress=False)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * 1e-2)  # the last step: 1 / 2 of the rate
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_with_its_default(tmp_path):
+    """A run saved before TrainConfig had a field ran with that field's default, so resuming it with the default
+    continues the same run, and asking for another value is refused."""
+    out = tmp_path / "run"
+    train(micro_recipe(steps=2), out, progress=False)
+    checkpoint = out / "checkpoint.safetensors"
+    with safe_open(checkpoint, "pt") as file:
+        metadata, tensors = file.metadata(), {key: file.get_tensor(key) for key in file.keys()}
+    config = json.loads(metadata["config"])
+    del config["decay_steps"]
+    save_file(tensors, checkpoint, metadata=metadata | {"config": json.dumps(config)})
+    with pytest.raises(ValueError, match="decay_steps: 0 -> 1"):
+        train(micro_recipe(steps=3, decay_steps=1), out, resume=True, progress=False)
+    assert train(micro_recipe(steps=3), out, resume=True, progress=False).step == 3
 
 
 def test_accumulation_equals_one_micro_batch(tmp_path):
@@ -198,6 +225,8 @@ def test_run_folders_are_never_overwritten(tmp_path):
 def test_impossible_settings_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="'fp16' needs a CUDA device"):
         train(micro_recipe(precision="fp16"), tmp_path / "a", device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"decay_steps must lie in 0 .. steps \(4\)"):
+        train(micro_recipe(decay_steps=5), tmp_path / "e", progress=False)
     with pytest.raises(ValueError, match=r"batch_size 6 must be a multiple of accumulate \(4\)"):
         train(micro_recipe(batch_size=6, accumulate=4), tmp_path / "b", progress=False)
     with pytest.raises(ValueError, match="'model.unet.' .* matches no parameter"):
