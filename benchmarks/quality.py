@@ -22,7 +22,7 @@ from _report import write_section  # benchmarks/ is the script's folder
 from minigen.recipes.quality import EVALUATIONS, trained_engine
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OBJECTS = {"tiny_image": {}, "tiny_i2v": {"objects": 8}, "tiny_sv3d": {"objects": 24}, "tiny_sv4d2": {"objects": 12}}
+OBJECTS = {"tiny_image": {}, "tiny_i2v": {"objects": 8}, "tiny_sv3d": {"objects": 24}, "tiny_sv4d2": {"objects": 24}}
 
 
 def evaluate(recipe: str) -> dict:
