@@ -3,7 +3,7 @@
 For each recipe, in one process with 1 thread:
 1. one-time cost: building its `worlds.LatentCache` (render + VAE encode) for EXAMPLES examples, per example and
    extrapolated to the recipe's TRAIN_EXAMPLES;
-2. per step: `Trainer.train_step` with the recipe's own TrainConfig (batch size, bf16), over that small cache (not
+2. per step: `Trainer.train_step` with the recipe's own TrainConfig (batch size, precision), over that small cache (not
    the recipe's TRAIN_EXAMPLES: a step reads EXAMPLES-many cached examples as it would read 2000), against the time
    spent in data work: reading the cache, `make_batch` and `condition` (the conditioner's frozen CLIP and VAE
    encoders), everything before the network. Medians of STEPS steps after WARMUP. Beside it, what a step would add
@@ -160,13 +160,16 @@ before the run. **The machine was shared with training runs**, so absolute times
 indicative. For each world recipe: the one-time cost of its `worlds.LatentCache` (rendering with
 `minigen.data.scenes`, then encoding with the frozen worlds VAE, fp32), measured on {EXAMPLES} examples and
 extrapolated to the recipe's `TRAIN_EXAMPLES`; then `Trainer.train_step` with the recipe's TrainConfig (batch size,
-bf16 autocast, random weights) over that {EXAMPLES}-example cache, median of {STEPS} steps after {WARMUP}. Data work
-is the time in cache reads, `make_batch` and `condition` (the conditioner's frozen CLIP and VAE encoders included):
-everything before the network. The no-cache column is what rendering and encoding the batch would add to each step
-(per-example cache cost x batch size; the encode column includes loading the VAE once). Only the targets' latents
-are cached: the conditioner still encodes its inputs every step, and tiny_sv4d2's conditioner VAE-encodes 19
-frames an example (`cond_frames` 12, `cond_view` 4, `cond_motion` 3), hence its larger data share. The renderer table is
-benchmarks/renderer.py's, at the datasets' default sizes (the recipes render 8 views, and 5 times x 5 views).
+precision: bf16 autocast for tiny_i2v and tiny_sv3d, fp32 for tiny_sv4d2; random weights) over that
+{EXAMPLES}-example cache, median of {STEPS} steps after {WARMUP}. Data work is the time in cache reads, `make_batch`
+and `condition` (the conditioner's frozen CLIP and VAE encoders included): everything before the network. The
+no-cache column is what rendering and encoding the batch would add to each step (per-example cache cost x batch
+size; the encode column includes loading the VAE once). tiny_i2v and tiny_sv3d cache their targets' latents; their
+conditioner still encodes its noise-augmented input frame every step. tiny_sv4d2's 19 conditioning frames an example
+(`cond_frames` 12, `cond_view` 4, `cond_motion` 3) are encoded without noise, so the conditioner takes their cached
+latents too (`worlds.known_latents`); encoding them at every step made its data work 47% of the step. The renderer
+table is benchmarks/renderer.py's, at the datasets' default sizes (the recipes render 8 views, and 5 times x 5
+views).
 
 {table}
 

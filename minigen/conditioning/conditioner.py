@@ -111,15 +111,19 @@ class GeneralConditioner(nn.Module):
         return c, uc
 
     def embed(self, batch: dict, force_zero_embeddings: Sequence[str], generator: torch.Generator | None,
-              dropout: bool, augmentation_noise: dict | None = None) -> dict[str, torch.Tensor]:
+              dropout: bool, augmentation_noise: dict | None = None,
+              known_latents: dict | None = None) -> dict[str, torch.Tensor]:
         """What `forward` and `get_unconditional_conditioning` both do, with condition dropout switched by
         `dropout`. Each embedder, in config order, reads its inputs, runs, and each of its outputs is routed to a
-        conditioning key, dropped or zeroed as asked, and joined to what that key holds so far."""
+        conditioning key, dropped or zeroed as asked, and joined to what that key holds so far.
+        `known_latents` ({input key: latents}): the VAE encodings of those frames when already known (training
+        from cached latents), which the frame embedders return instead of encoding the frames again."""
         output = {}
         for index, entry in enumerate(self.entries):
             inputs = self.inputs_of(index, entry, batch, generator, dropout)
-            noise = (augmentation_noise or {}).get(entry.input_key)
-            for embedding in self.run_embedder(index, entry, inputs, generator, noise):
+            given = {name: values[entry.input_key] for name, values in
+                     (("noise", augmentation_noise), ("latents", known_latents)) if entry.input_key in (values or {})}
+            for embedding in self.run_embedder(index, entry, inputs, generator, **given):
                 key = self.route(index, entry, embedding)
                 if dropout and entry.drops_embedding:  # condition dropout (training)
                     embedding = drop_samples(embedding, entry.ucg_rate, generator)
@@ -140,16 +144,15 @@ class GeneralConditioner(nn.Module):
         return inputs
 
     def run_embedder(self, index: int, entry: EmbedderEntry, inputs: list, generator,
-                     noise: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                     **given: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The embedder's outputs as a tuple, without gradients unless it is trainable. An embedder that adds
-        noise (`draws_noise`: the latent video conditioning) draws it from `generator`, or takes `noise` as given;
-        its errors are re-raised with which embedder failed."""
-        extra = {"generator": generator} if getattr(entry.embedder, "draws_noise", False) else {}
-        if noise is not None:
-            if not extra:
-                raise ValueError(f"Augmentation noise was given for {entry.input_key!r}, but embedder {index} "
-                                 f"({type(entry.embedder).__name__}) adds no noise.")
-            extra["noise"] = noise
+        noise (`draws_noise`: the latent video conditioning) draws it from `generator`, or takes it as given
+        (`noise`), and may be given its frames' `latents`; its errors are re-raised with which embedder failed."""
+        draws_noise = getattr(entry.embedder, "draws_noise", False)
+        if given and not draws_noise:
+            raise ValueError(f"{' and '.join(given).capitalize()} given for {entry.input_key!r}, but embedder "
+                             f"{index} ({type(entry.embedder).__name__}) adds no noise and encodes no frames.")
+        extra = {"generator": generator, **given} if draws_noise else {}
         with nullcontext() if entry.is_trainable else torch.no_grad():
             try:
                 outputs = entry.embedder(*inputs, **extra)

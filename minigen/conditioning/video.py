@@ -59,15 +59,19 @@ class VideoPredictionEmbedderWithEncoder(nn.Module):
         self.en_and_decode_n_samples_a_time = en_and_decode_n_samples_a_time
 
     def forward(self, frames: torch.Tensor, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None):
-        """`noise` (shaped like `frames`): the unit noise to add instead of drawing it, e.g. a recorded run's."""
+                noise: torch.Tensor | None = None, latents: torch.Tensor | None = None):
+        """`noise` (shaped like `frames`): the unit noise to add instead of drawing it, e.g. a recorded run's.
+        `latents`: the encoder's output for these frames when it is already known (a training set's latents are
+        computed once, before training); the encoder is then skipped. Only for frames the augmentation all but
+        leaves as they are (SV4D's sigma of 1e-5), since known latents are those of the clean frames."""
         if frames.ndim != 4 or frames.shape[0] % self.n_cond_frames:
             raise ValueError(f"{type(self).__name__} expects frames shaped ((b t), 3, height, width) with "
                              f"t = n_cond_frames = {self.n_cond_frames}, got shape {tuple(frames.shape)}.")
         sigma_embedding = None
+        clean = frames
         if self.sigma_sampler is not None:
             frames, sigma_embedding = self.add_noise(frames, generator, noise)
-        latents = self.scale_factor * self.encode(frames)  # (b t) c h w
+        latents = self.scale_factor * (self.encode(frames) if latents is None else self.known(latents, frames, clean))
         if self.n_cond_frames == 1:
             latents = repeat(latents, "b c h w -> (b s) c h w", s=self.n_copies)
         return latents if sigma_embedding is None else (latents, sigma_embedding)
@@ -88,6 +92,19 @@ class VideoPredictionEmbedderWithEncoder(nn.Module):
                              f"{tuple(frames.shape)}.")
         noise = noise.to(frames.device, frames.dtype)
         return frames + noise * append_dims(sigmas, frames.ndim), sigma_embedding
+
+    # frames noised by less than this are their clean selves: it is a tenth of a frame's 8-bit step (2 / 255)
+    KNOWN_LATENTS_TOLERANCE = 1e-3
+
+    def known(self, latents: torch.Tensor, frames: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """Given latents `(b t) c h w`, checked against the frames they stand for (one per frame, not noised)."""
+        if latents.ndim != 4 or latents.shape[0] != frames.shape[0]:
+            raise ValueError(f"Known latents must be shaped ((b t), c, h, w), one per frame: {frames.shape[0]} "
+                             f"frames, got latents shaped {tuple(latents.shape)}.")
+        if (frames - clean).abs().max() > self.KNOWN_LATENTS_TOLERANCE:
+            raise ValueError("Known latents are those of the clean frames, but this embedder's augmentation noised "
+                             "them (cond_aug > 0); leave the latents out so that the noised frames are encoded.")
+        return latents.to(frames.device, frames.dtype)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """The posterior's mode, `en_and_decode_n_samples_a_time` frames per encoder call."""

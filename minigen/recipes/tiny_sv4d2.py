@@ -5,10 +5,12 @@ novel cameras at 64x64. A training example is one SV4D 2.0 pass: 3 consecutive t
 (t v), conditioned on the input video at those times (`cond_motion`, `cond_frames`, one CLIP token per time),
 on the 4 cameras relative to the input's, and on the novel views at the window's first time (`cond_view`).
 A window starting at time 0 has no views yet, exactly as the pipeline's first window: its `cond_view` is
-zeroed and `image_only_indicator` is 0. The conditioner is SV4D 2.0's layout unchanged; the VAE is the frozen
-worlds VAE; the UNet is tiny_sv4d2's SpatialUNetModelWithTime (view, time and motion attention, 3D attention),
-started as SV4D was (from SV3D and SVD): its per-image layers and view attention from the trained tiny_sv3d, its motion
-attention from the trained tiny_svd (`prepare`). `python -m minigen.train tiny_sv4d2` (after tiny_svd and tiny_sv3d).
+zeroed and `image_only_indicator` is 0. The conditioner is SV4D 2.0's layout unchanged, given the cached latents
+of the window's 19 conditioning frames (`worlds.known_latents`) instead of encoding them at every step; the VAE is
+the frozen worlds VAE; the UNet is tiny_sv4d2's SpatialUNetModelWithTime (view, time and motion attention, 3D
+attention), started as SV4D was (from SV3D and SVD): its per-image layers and view attention from the trained
+tiny_sv3d, its motion attention from the trained tiny_svd (`prepare`). `python -m minigen.train tiny_sv4d2` (after
+tiny_svd and tiny_sv3d).
 """
 
 from dataclasses import replace
@@ -46,18 +48,24 @@ def novel_view_cameras(example: dict) -> tuple[list[float], list[float]]:
 def window(example: dict, start: int) -> dict:
     """One pass's conditioner inputs and targets, for one example and the window starting at `start`."""
     frames = example["frames"][start:start + NUM_TIMES]  # t v 3 H W, view 0 the input video
+    latents = example["latents"][start:start + NUM_TIMES]  # t v 4 h w, cached
     input_video, novel = frames[:, 0], frames[:, 1:]
     cameras = sv4d2_camera_inputs(Trajectory(*novel_view_cameras(example)), num_times=NUM_TIMES)
     with_views = start > 0
     return {
         "frames": novel.reshape(-1, *novel.shape[-3:]),  # (t v) 3 H W targets
-        "latents": example["latents"][start:start + NUM_TIMES, 1:].flatten(0, 1),  # (t v) 4 h w, cached
+        "latents": latents[:, 1:].flatten(0, 1),  # (t v) 4 h w
         "cond_frames_without_noise": input_video,  # t 3 H W: one CLIP token per time
         "cond_frames": input_video.repeat_interleave(NUM_VIEWS, dim=0),  # (t v): each view its time's frame
         "polar_rad": cameras["polar_rad"].float(), "azimuth_rad": cameras["azimuth_rad"].float(),  # (t v)
         "cond_view": novel[0] if with_views else torch.zeros_like(novel[0]),  # v 3 H W at the first time
         "cond_motion": input_video,  # t 3 H W
         "image_only_indicator": torch.full((1, NUM_TIMES * NUM_VIEWS), float(with_views)),
+        # the conditioning frames' latents, cached (worlds.known_latents); a window without views has its
+        # cond_view zeroed in `condition`, so the latents standing for its blank frames do not matter
+        "cond_frames_latents": latents[:, 0].repeat_interleave(NUM_VIEWS, dim=0),
+        "cond_view_latents": latents[0, 1:] if with_views else torch.zeros_like(latents[0, 1:]),
+        "cond_motion_latents": latents[:, 0],
     }
 
 

@@ -221,6 +221,18 @@ def world_recipe(**fields) -> Recipe:
     return Recipe(**{"encode": cached_latents, "loss": loss, "prepare": load_worlds_vae, **fields})
 
 
+KNOWN_LATENTS = "_latents"  # batch["cond_view_latents"]: the cached latents of the frames batch["cond_view"]
+
+
+def known_latents(batch: dict) -> dict[str, torch.Tensor]:
+    """{conditioner input key: its frames' cached latents} for the inputs whose latents the batch carries
+    (`KEY_latents` beside `KEY`): the conditioner uses them instead of encoding the frames again. SV4D's
+    conditioning frames are encoded without noise, so their latents are the LatentCache's; encoding the 19 frames
+    of a tiny_sv4d2 window again would cost as much as the rest of its training step."""
+    return {key.removesuffix(KNOWN_LATENTS): value for key, value in batch.items()
+            if key.endswith(KNOWN_LATENTS) and key.removesuffix(KNOWN_LATENTS) in batch}
+
+
 def select_samples(batch: dict, samples: torch.Tensor, num_samples: int) -> dict:
     """The part of a batch of `num_samples` samples that belongs to the samples indexed by `samples`: every tensor
     has a whole number of rows per sample (one image, t frames, t x v frames...); plain numbers pass through."""
@@ -245,13 +257,16 @@ def condition(engine, batch: dict, generator: torch.Generator, dropout: float, z
     repeat them.
     """
     num_samples, frames = batch["image_only_indicator"].shape  # b t
-    c = engine.conditioner.embed(batch, (), generator, dropout=False)
+    c = engine.conditioner.embed(batch, (), generator, dropout=False, known_latents=known_latents(batch))
     dropped = torch.nonzero(torch.rand(num_samples, generator=generator) < dropout).flatten()
     if len(dropped):
-        uc = engine.conditioner.embed(select_samples(batch, dropped, num_samples), zero_keys, generator, dropout=False)
+        dropped_batch = select_samples(batch, dropped, num_samples)
+        uc = engine.conditioner.embed(dropped_batch, zero_keys, generator, dropout=False,
+                                      known_latents=known_latents(dropped_batch))
         for key, value in uc.items():
             rows = c[key].shape[0] // num_samples
-            c[key] = c[key].index_copy(0, (dropped[:, None] * rows + torch.arange(rows)).flatten(), value)
+            positions = (dropped[:, None] * rows + torch.arange(rows)).flatten().to(c[key].device)
+            c[key] = c[key].index_copy(0, positions, value)
     if repeat_to_frames:
         for key in ("crossattn", "concat"):
             c[key] = c[key].repeat_interleave(frames, dim=0)  # b ... -> (b t) ...

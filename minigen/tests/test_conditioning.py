@@ -356,6 +356,36 @@ def test_given_augmentation_noise_replaces_the_draw_in_the_embedder_and_the_cond
             model(batch, augmentation_noise={"polar_rad": torch.zeros(2)})
 
 
+def test_known_latents_stand_in_for_encoding_clean_frames():
+    """Training from cached latents: the embedder returns the latents it is given (SV4D's 1e-5 noise leaves the
+    frames their clean selves), and refuses latents that cannot stand for its frames."""
+    torch.manual_seed(0)
+    embedder = tiny_frame_embedder(n_cond_frames=2, n_copies=1, sigma_sampler=ZeroSampler(),
+                                   sigma_cond=ConcatTimestepEmbedderND(8), scale_factor=0.5)
+    x = frames(2, size=16)
+    with torch.no_grad():
+        latents = embedder.encoder.encode(x)
+        encoded, sigma_encoded = embedder(x, generator=torch.Generator().manual_seed(1))
+        given, sigma_given = embedder(x, generator=torch.Generator().manual_seed(1), latents=latents)
+        torch.testing.assert_close(given, 0.5 * latents)  # as given, scaled as encodings are
+        torch.testing.assert_close(given, encoded, atol=1e-4, rtol=0)  # the 1e-5 noise barely moves the encoding
+        torch.testing.assert_close(sigma_given, sigma_encoded)
+        with pytest.raises(ValueError, match="one per frame"):
+            embedder(x, latents=latents[:1])
+        noisy = tiny_frame_embedder(n_cond_frames=2, n_copies=1, sigma_sampler=lambda n, generator=None:
+                                    torch.full((n,), 0.5))
+        with pytest.raises(ValueError, match="noised them"):
+            noisy(x, latents=latents)
+        model = GeneralConditioner([EmbedderEntry(embedder, input_key="cond_frames"),
+                                    EmbedderEntry(ConcatTimestepEmbedderND(4), input_key="polar_rad")])
+        batch = {"cond_frames": x, "polar_rad": torch.ones(2)}
+        c = model.embed(batch, (), torch.Generator().manual_seed(1), dropout=False,
+                        known_latents={"cond_frames": latents})
+        torch.testing.assert_close(c["concat"], given)
+        with pytest.raises(ValueError, match="encodes no frames"):
+            model.embed(batch, (), None, dropout=False, known_latents={"polar_rad": latents})
+
+
 def test_frame_embedder_refuses_a_scaled_encoder_and_wrong_frame_counts():
     with pytest.raises(ValueError, match="scale_factor"):
         VideoPredictionEmbedderWithEncoder(1, 1, FirstStageConfig(ddconfig=TINY_DDCONFIG).build())

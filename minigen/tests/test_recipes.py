@@ -92,6 +92,23 @@ def test_an_sv4d2_window_at_time_0_has_no_views_as_the_pipelines_first_window():
     assert later["frames"].shape == (3 * 4, 3, 64, 64) and later["latents"].shape == (3 * 4, 4, 8, 8)
 
 
+def test_an_sv4d2_window_conditions_on_its_cached_latents_as_on_its_frames():
+    """tiny_sv4d2 hands the conditioner the cached latents of its 19 conditioning frames instead of encoding them
+    at every step; the conditioning is what encoding the frames gives, for windows with and without views."""
+    recipe, engine, _ = training_step_inputs("tiny_sv4d2", torch.Generator().manual_seed(0))
+    cache = small_cache("tiny_sv4d2", length=1)
+    for start in (0, 2):
+        batch = tiny_sv4d2.window(cache[0], start) | {"num_video_frames": 12}
+        assert sorted(worlds.known_latents(batch)) == ["cond_frames", "cond_motion", "cond_view"]
+        frames_only = {key: value for key, value in batch.items() if not key.endswith(worlds.KNOWN_LATENTS)}
+        with torch.no_grad():
+            from_cache = recipe.condition(engine, batch, torch.Generator().manual_seed(1))
+            encoded = recipe.condition(engine, frames_only, torch.Generator().manual_seed(1))
+        assert from_cache.keys() == encoded.keys()
+        for key in encoded:
+            torch.testing.assert_close(from_cache[key], encoded[key], atol=1e-4, rtol=0)
+
+
 def test_psnr_ssim_and_rank_correlation():
     truth = torch.rand(2, 3, 16, 16)
     assert quality.psnr(truth + 0.1, truth).tolist() == pytest.approx([20.0, 20.0], abs=1e-3)  # mse 0.01
