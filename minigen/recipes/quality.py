@@ -77,6 +77,28 @@ def scores(images: torch.Tensor, truth: torch.Tensor) -> dict:
     return {"psnr": psnr(images, truth).mean().item(), "ssim": ssim(images, truth).mean().item()}
 
 
+def novel_view_scores(truth: list[torch.Tensor], **methods: list[torch.Tensor]) -> dict:
+    """Each method's scores against the truth (per object, images `n 3 H W` in [-1, 1]; `model` and two baselines),
+    and the model's margin over the better baseline with its spread over objects.
+
+    The margin is a mean over few objects, so it comes with its standard error (the spread of the per-object
+    margins / sqrt(objects)): how far it could move on other objects of the same world. `margin per object`
+    keeps every object's, so the margin over any subset of the objects can be read off."""
+    result = {name: scores(torch.cat(images), torch.cat(truth)) for name, images in methods.items()}
+    better = max((name for name in methods if name != "model"), key=lambda name: result[name]["psnr"])
+    per_object = torch.stack([object_psnr(model, true) - object_psnr(baseline, true) for model, baseline, true in
+                              zip(methods["model"], methods[better], truth, strict=True)])
+    result["margin"] = {"over": better, "psnr": per_object.mean().item(),
+                        "standard error": (per_object.std() / len(per_object) ** 0.5).item(),
+                        "margin per object": per_object.tolist()}
+    return result
+
+
+def object_psnr(images: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """The mean PSNR of one object's images (the benchmark's PSNR averages images, so objects count alike)."""
+    return psnr(to_unit(images), to_unit(truth)).mean()
+
+
 def mean_image(dataset, count: int = 64) -> torch.Tensor:
     """The mean of the frames of `count` training examples: `3 H W`, the 'predict the average' baseline."""
     frames = torch.cat([dataset[i]["frames"].reshape(-1, *dataset[i]["frames"].shape[-3:]) for i in range(count)])
@@ -164,16 +186,15 @@ def evaluate_sv3d(engine: DiffusionEngine, objects: int = 16, seed: int = 0) -> 
 
     pipeline = tiny_pipeline(SV3DPipeline, engine, "tiny_sv3d")
     held_out, average = dataset(HELD_OUT_SEED, length=objects), mean_image(dataset())
-    model, copy, mean = [], [], []
+    model, copy, mean, truths = [], [], [], []
     for index in range(objects):
         example = held_out[index]
         truth = example["frames"][:-1]  # the novel views; the last frame is the input view itself
+        truths.append(truth)
         model.append(generate_orbit(pipeline, example, seed + index)[:-1])
         copy.append(example["frames"][-1:].expand_as(truth))
         mean.append(average.expand_as(truth))
-    truth = torch.cat([held_out[i]["frames"][:-1] for i in range(objects)])
-    return {name: scores(torch.cat(images), truth) for name, images in
-            (("model", model), ("copy input view", copy), ("mean training image", mean))}
+    return novel_view_scores(truths, model=model, **{"copy input view": copy, "mean training image": mean})
 
 
 def evaluate_sv4d2(engine: DiffusionEngine, objects: int = 8, seed: int = 0) -> dict:
@@ -196,9 +217,8 @@ def evaluate_sv4d2(engine: DiffusionEngine, objects: int = 8, seed: int = 0) -> 
         model.append(generated)
         copy.append(frames[:, :1].expand_as(truth))
         mean.append(average.expand_as(truth))
-    flat = [rearrange(torch.stack(x), "n t v c h w -> (n t v) c h w") for x in (truths, model, copy, mean)]
-    result = {name: scores(images, flat[0]) for name, images in
-              zip(("model", "copy input view", "mean training image"), flat[1:], strict=True)}
+    flat = [[part.flatten(0, 1) for part in parts] for parts in (truths, model, copy, mean)]  # (t v) 3 H W each
+    result = novel_view_scores(flat[0], model=flat[1], **{"copy input view": flat[2], "mean training image": flat[3]})
     result["frame-to-frame change"] = {"model": frame_change(torch.stack(model)), "truth": frame_change(
         torch.stack(truths))}
     return result

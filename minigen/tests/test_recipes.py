@@ -120,6 +120,19 @@ def test_psnr_ssim_and_rank_correlation():
     assert quality.spearman([0, 0, 255, 255], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.894, abs=1e-3)  # ties
 
 
+def test_the_margin_over_the_better_baseline_comes_per_object_with_its_standard_error():
+    truth = [torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)]  # two objects of two images, mid-grey
+    model = [torch.full((2, 3, 8, 8), 0.02), torch.full((2, 3, 8, 8), 0.2)]  # errors 0.01, 0.1: 40 and 20 dB
+    copy = [torch.full((2, 3, 8, 8), 0.2)] * 2  # 20 dB
+    mean = [torch.full((2, 3, 8, 8), 0.4)] * 2  # 14 dB
+    result = quality.novel_view_scores(truth, model=model, copy=copy, mean=mean)
+    assert result["model"]["psnr"] == pytest.approx(30.0, abs=1e-3) and result["copy"]["psnr"] == pytest.approx(20.0)
+    margin = result["margin"]
+    assert margin["over"] == "copy" and margin["margin per object"] == pytest.approx([20.0, 0.0], abs=1e-3)
+    assert margin["psnr"] == pytest.approx(result["model"]["psnr"] - result["copy"]["psnr"], abs=1e-4)
+    assert margin["standard error"] == pytest.approx(20.0 / 2**0.5 / 2**0.5, abs=1e-3)  # sd 14.14 over sqrt(2)
+
+
 def test_random_weights_come_from_a_fixed_seed():
     first, second = (DiffusionEngine.from_preset("tiny_sv3d", weights="random") for _ in range(2))
     for (key, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
