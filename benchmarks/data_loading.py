@@ -156,20 +156,20 @@ def report(results: dict, table: str) -> str:
     return f"""## Data loading: share of a training step
 
 Machine: {results['machine']}, 1 thread, PyTorch {results['torch']}; load average {results['load_average_before']:.1f}
-before the run. **The machine was shared with training runs**, so absolute times are inflated; the shares are
-indicative. For each world recipe: the one-time cost of its `worlds.LatentCache` (rendering with
-`minigen.data.scenes`, then encoding with the frozen worlds VAE, fp32), measured on {EXAMPLES} examples and
-extrapolated to the recipe's `TRAIN_EXAMPLES`; then `Trainer.train_step` with the recipe's TrainConfig (batch size,
-precision: bf16 autocast for tiny_i2v and tiny_sv3d, fp32 for tiny_sv4d2; random weights) over that
-{EXAMPLES}-example cache, median of {STEPS} steps after {WARMUP}. Data work is the time in cache reads, `make_batch`
-and `condition` (the conditioner's frozen CLIP and VAE encoders included): everything before the network. The
-no-cache column is what rendering and encoding the batch would add to each step (per-example cache cost x batch
-size; the encode column includes loading the VAE once). tiny_i2v and tiny_sv3d cache their targets' latents; their
-conditioner still encodes its noise-augmented input frame every step. tiny_sv4d2's 19 conditioning frames an example
-(`cond_frames` 12, `cond_view` 4, `cond_motion` 3) are encoded without noise, so the conditioner takes their cached
-latents too (`worlds.known_latents`); encoding them at every step made its data work 47% of the step. The renderer
-table is benchmarks/renderer.py's, at the datasets' default sizes (the recipes render 8 views, and 5 times x 5
-views).
+before the run: absolute times rise with it when the machine is shared with training runs, the shares much less.
+For each world recipe: the one-time cost of its `worlds.LatentCache` (rendering with `minigen.data.scenes`, then
+encoding with the frozen worlds VAE, fp32), measured on {EXAMPLES} examples and extrapolated to the recipe's
+`TRAIN_EXAMPLES`; then `Trainer.train_step` with the recipe's TrainConfig (batch size, precision: bf16 autocast for
+tiny_i2v and tiny_sv3d, fp32 for tiny_sv4d2; random weights) over that {EXAMPLES}-example cache, median of {STEPS}
+steps after {WARMUP}. Data work is the time in cache reads, `make_batch` and `condition` (the conditioner's frozen
+CLIP and VAE encoders included): everything before the network. The no-cache column is what rendering and encoding
+the batch would add to each step (per-example cache cost x batch size; the encode column includes loading the VAE
+once). tiny_i2v and tiny_sv3d cache their targets' latents; their conditioner still encodes its noise-augmented
+input frame every step. tiny_sv4d2's 19 conditioning frames an example (`cond_frames` 12, `cond_view` 4,
+`cond_motion` 3) are encoded without noise, so the conditioner takes their cached latents too
+(`worlds.known_latents`); encoding them at every step had made its data work 47% of a step (692 of 1487 ms, in bf16
+on a busier machine). The renderer table is benchmarks/renderer.py's, at the datasets' default sizes (the recipes
+render 8 views, and 5 times x 5 views).
 
 {table}
 
