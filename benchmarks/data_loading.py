@@ -166,7 +166,7 @@ CLIP and VAE encoders included): everything before the network. The no-cache col
 the batch would add to each step (per-example cache cost x batch size; the encode column includes loading the VAE
 once). tiny_i2v and tiny_sv3d cache their targets' latents; their conditioner still encodes its noise-augmented
 input frame every step. tiny_sv4d2's 19 conditioning frames an example (`cond_frames` 12, `cond_view` 4,
-`cond_motion` 3) are encoded without noise, so the conditioner takes their cached latents too
+`cond_motion` 3) are noised by 1e-5 only, so the conditioner takes their cached latents too
 (`worlds.known_latents`); encoding them at every step had made its data work 47% of a step (692 of 1487 ms, in bf16
 on a busier machine). The renderer table is benchmarks/renderer.py's, at the datasets' default sizes (the recipes
 render 8 views, and 5 times x 5 views).

@@ -227,8 +227,8 @@ KNOWN_LATENTS = "_latents"  # batch["cond_view_latents"]: the cached latents of 
 def known_latents(batch: dict) -> dict[str, torch.Tensor]:
     """{conditioner input key: its frames' cached latents} for the inputs whose latents the batch carries
     (`KEY_latents` beside `KEY`): the conditioner uses them instead of encoding the frames again. SV4D's
-    conditioning frames are encoded without noise, so their latents are the LatentCache's; encoding the 19 frames
-    of a tiny_sv4d2 window again would cost as much as the rest of its training step."""
+    conditioning frames are noised by 1e-5 only, so their latents are the LatentCache's; encoding the 19 frames of
+    each tiny_sv4d2 window again made its training step a third longer (0.61 s against 0.45 s for 4 windows)."""
     return {key.removesuffix(KNOWN_LATENTS): value for key, value in batch.items()
             if key.endswith(KNOWN_LATENTS) and key.removesuffix(KNOWN_LATENTS) in batch}
 
