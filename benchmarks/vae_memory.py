@@ -1,8 +1,8 @@
 """Peak memory of the temporal decoder against the number of frames, for several chunk sizes.
 
-Each point runs in a fresh Python process: the peak resident set size (`resource.getrusage`) of
-that process, minus its size just before decoding, is the memory the decode needed. Writes the
-`vae_memory` section of docs/benchmarks.md and docs/figures/vae_memory.png.
+Each point runs in a fresh Python process: its peak resident memory during the decode (VmHWM, reset just
+before decoding: `minigen.profiling`), minus its resident memory just before, is the memory the decode needed.
+Writes the `vae_memory` section of docs/benchmarks.md and docs/figures/vae_memory.png.
 
     python benchmarks/vae_memory.py             # every point (about a minute on 2 CPU cores)
     python benchmarks/vae_memory.py --point 16 4  # one point: 16 frames, chunks of 4; prints JSON
@@ -11,7 +11,6 @@ that process, minus its size just before decoding, is the memory the decode need
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -23,28 +22,24 @@ PRESET, LATENT_SIZE = "tiny_svd", 8  # latents 8x8 -> images 64x64
 FIGURE = Path(__file__).resolve().parent.parent / "docs" / "figures" / "vae_memory.png"
 
 
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def measure_point(num_frames: int, chunk_size: int | None) -> dict:
     """Build the codec, then decode `num_frames` latents; runs inside the fresh process."""
     import torch
 
     from minigen.presets import get_preset
+    from minigen.profiling import peak_resident_mib, reset_peak, resident_mib
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     first_stage = get_preset(PRESET).first_stage_model.build().eval()
     z = torch.randn(num_frames, 4, LATENT_SIZE, LATENT_SIZE)
-    before = current_rss_mb()
+    before = resident_mib()
+    reset_peak()  # else the peak could be the interpreter's start-up, or a parent's (getrusage carries it over)
     start = time.perf_counter()
     with torch.no_grad():
         images = first_stage.decode(z, chunk_size=chunk_size)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"frames": num_frames, "chunk_size": chunk_size, "peak_mb": peak - before, "seconds": seconds,
+    return {"frames": num_frames, "chunk_size": chunk_size, "peak_mb": peak_resident_mib() - before, "seconds": seconds,
             "output_mb": images.numel() * images.element_size() / 2**20}
 
 
@@ -69,7 +64,8 @@ def markdown(results: list[dict]) -> str:
         "",
         f"Peak extra memory (and time) of `decode(z, chunk_size)` with the `{PRESET}` temporal decoder, "
         f"{LATENT_SIZE}x{LATENT_SIZE} latents -> {8 * LATENT_SIZE}x{8 * LATENT_SIZE} frames, one thread, "
-        f"each point in a fresh process (peak RSS from `resource.getrusage` minus RSS before decoding). "
+        f"each point in a fresh process (its peak resident memory during the decode, VmHWM reset just before "
+        f"decoding, minus its resident memory then). "
         f"Machine: {platform.machine()} CPU, Python {platform.python_version()}. "
         "Written by `python benchmarks/vae_memory.py`.",
         "",
