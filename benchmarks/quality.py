@@ -8,6 +8,12 @@ the `quality` section of docs/benchmarks.md is rewritten from every result prese
     python benchmarks/quality.py                    # all four (about 10 minutes on 2 idle CPU cores)
     python benchmarks/quality.py tiny_sv3d          # one
     python benchmarks/quality.py --report           # only rewrite the docs section from the saved results
+
+`--weights FILE` scores another model file of one recipe instead (an earlier data/ file, a run's export), into
+benchmarks/results/quality_RECIPE_FILESTEM.json, leaving the docs alone; data/README.md's previous tiny_sv4d2:
+
+    git show 27a2981:data/tiny_sv4d2.safetensors > /tmp/tiny_sv4d2_4000.safetensors
+    python benchmarks/quality.py tiny_sv4d2 --weights /tmp/tiny_sv4d2_4000.safetensors
 """
 
 import argparse
@@ -26,11 +32,13 @@ OBJECTS = {"tiny_image": {}, "tiny_i2v": {"objects": 8}, "tiny_sv3d": {"objects"
 EARLIER_SV4D2_OBJECTS = 24  # tiny_sv4d2 was scored on the first 24 of them until its margin's spread was measured
 
 
-def evaluate(recipe: str) -> dict:
+def evaluate(recipe: str, weights: Path | None = None) -> dict:
+    """Score the recipe's committed model (or the file `weights`) and write its results file."""
     start = time.time()
-    result = EVALUATIONS[recipe](trained_engine(recipe), **OBJECTS[recipe])
+    result = EVALUATIONS[recipe](trained_engine(recipe, weights or "default"), **OBJECTS[recipe])
     result["seconds"] = round(time.time() - start, 1)
-    (RESULTS / f"quality_{recipe}.json").write_text(json.dumps(result, indent=1) + "\n")
+    name = f"quality_{recipe}" if weights is None else f"quality_{recipe}_{weights.stem}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -94,12 +102,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="*", help=f"any of {', '.join(EVALUATIONS)} (default: all)")
     parser.add_argument("--report", action="store_true", help="only rewrite docs/benchmarks.md")
+    parser.add_argument("--weights", type=Path, help="score this model file of one recipe; the docs stay as they are")
     args = parser.parse_args()
     unknown = [recipe for recipe in args.recipes if recipe not in EVALUATIONS]
     if unknown:
         parser.error(f"unknown recipes {unknown}; choose from {', '.join(EVALUATIONS)}")
+    if args.weights and (len(args.recipes) != 1 or args.report):
+        parser.error("--weights scores one recipe's model file: name exactly that recipe, without --report")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     RESULTS.mkdir(exist_ok=True)
+    if args.weights:
+        print(json.dumps(evaluate(args.recipes[0], args.weights), indent=1))
+        return
     if not args.report:
         for recipe in args.recipes or list(EVALUATIONS):
             print(recipe, json.dumps(evaluate(recipe), indent=1), flush=True)

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 import torch
-from einops import rearrange
 
 from minigen.camera import Trajectory, sv4d2_camera_inputs
 from minigen.pipelines.sv4d import SV4D2Pipeline
@@ -107,11 +106,8 @@ def sampler_settings(pipeline: SV4D2Pipeline) -> dict:
     truth = torch.stack([example["frames"][:, 1:] for example in examples])
     result = {}
     for steps, cfg in SAMPLER_SETTINGS:
-        videos = [pipeline(quality.as_uint8(example["frames"][:, 0]), num_steps=steps, cfg=cfg, seed=index,
-                           elevations_deg=tiny_sv4d2.novel_view_cameras(example)[0],
-                           azimuths_deg=tiny_sv4d2.novel_view_cameras(example)[1], progress=False)
-                  for index, example in enumerate(examples)]  # v t H W 3 each
-        model = torch.stack([rearrange(quality.from_uint8(v), "v t c h w -> t v c h w") for v in videos])
+        model = torch.stack([quality.novel_view_videos(pipeline, example, index, num_steps=steps, cfg=cfg)
+                             for index, example in enumerate(examples)])  # n t v 3 H W
         result[f"{steps} steps, cfg {cfg:g}"] = quality.scores(model.flatten(0, 2), truth.flatten(0, 2))["psnr"]
     return result
 

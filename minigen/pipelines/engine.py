@@ -96,15 +96,19 @@ class DiffusionEngine(nn.Module):
         return engine.eval().requires_grad_(False)
 
     @classmethod
-    def course_model(cls, name: str, device="cpu", dtype: torch.dtype | None = None) -> "DiffusionEngine":
-        """A trained course model: its network and CLIP tower from data/ (TRAINED_WEIGHTS), its VAE from the
-        worlds VAE file they all share (minigen.recipes.worlds.load_trained checks both)."""
+    def course_model(cls, name: str, device="cpu", dtype: torch.dtype | None = None,
+                     path: Path | None = None) -> "DiffusionEngine":
+        """A trained course model: its network and CLIP tower from data/ (TRAINED_WEIGHTS; or `path`, a file of the
+        same kind), its VAE from the worlds VAE file they all share (minigen.recipes.worlds.load_trained checks
+        both)."""
         from ..recipes.worlds import load_trained  # the recipes know how their models were saved
 
-        path = trained_weights_path(name)
-        if not path.exists():
-            raise FileNotFoundError(f"{name}'s trained weights {path} are missing: they ship with the repository's "
-                                    "data/ folder (clone it, or pass weights='random' for random weights).")
+        if path is None:
+            path = trained_weights_path(name)
+            if not path.exists():
+                raise FileNotFoundError(f"{name}'s trained weights {path} are missing: they ship with the "
+                                        "repository's data/ folder (clone it, or pass weights='random' for random "
+                                        "weights).")
         engine = cls.from_preset(name, weights="random")
         load_trained(engine, path)
         return engine.to(device=device, dtype=dtype).eval().requires_grad_(False)

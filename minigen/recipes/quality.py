@@ -161,20 +161,23 @@ def clip_grid(engine: DiffusionEngine, examples, generator: torch.Generator) -> 
     return truth_and_model_grid(examples, generator, truth_and_model)
 
 
-def multiview_grid(engine: DiffusionEngine, examples, generator: torch.Generator) -> torch.Tensor:
-    """The true novel-view videos above the model's, one row of frames per view."""
+def novel_view_videos(pipeline: SV4D2Pipeline, example: dict, seed: int, **sampling) -> torch.Tensor:
+    """The model's novel-view videos `t v 3 H W` in [-1, 1] from a moving-object example's input video (view 0) at
+    its cameras; `sampling`: the pipeline's options (num_steps=, cfg=...)."""
     from .tiny_sv4d2 import novel_view_cameras
 
+    elevations, azimuths = novel_view_cameras(example)
+    videos = pipeline(as_uint8(example["frames"][:, 0]), elevations_deg=elevations, azimuths_deg=azimuths,
+                      seed=seed, progress=False, **sampling)  # v t H W 3 uint8
+    return rearrange(from_uint8(videos), "v t c h w -> t v c h w")
+
+
+def multiview_grid(engine: DiffusionEngine, examples, generator: torch.Generator) -> torch.Tensor:
+    """The true novel-view videos above the model's, one row of frames per view."""
     pipeline = tiny_pipeline(SV4D2Pipeline, engine, "tiny_sv4d2")
-
-    def truth_and_model(example, seed):
-        elevations, azimuths = novel_view_cameras(example)
-        videos = pipeline(as_uint8(example["frames"][:, 0]), elevations_deg=elevations, azimuths_deg=azimuths,
-                          seed=seed, progress=False)  # v t H W 3
-        return (rearrange(example["frames"][:, 1:], "t v c h w -> (v t) c h w"),
-                rearrange(from_uint8(videos), "v t c h w -> (v t) c h w"))
-
-    return truth_and_model_grid(examples, generator, truth_and_model)
+    return truth_and_model_grid(examples, generator, lambda example, seed: (
+        rearrange(example["frames"][:, 1:], "t v c h w -> (v t) c h w"),
+        rearrange(novel_view_videos(pipeline, example, seed), "t v c h w -> (v t) c h w")))
 
 
 # ------------------------------------------------------------------------------------------------- evaluations
@@ -200,7 +203,7 @@ def evaluate_sv3d(engine: DiffusionEngine, objects: int = 16, seed: int = 0) -> 
 def evaluate_sv4d2(engine: DiffusionEngine, objects: int = 8, seed: int = 0) -> dict:
     """Novel-view videos of held-out moving objects against the truth (every view and frame), the two baselines,
     and temporal consistency: mean frame-to-frame change of the generated videos beside the truth's."""
-    from .tiny_sv4d2 import HELD_OUT_SEED, dataset, novel_view_cameras
+    from .tiny_sv4d2 import HELD_OUT_SEED, dataset
 
     pipeline = tiny_pipeline(SV4D2Pipeline, engine, "tiny_sv4d2")
     held_out, average = dataset(HELD_OUT_SEED, length=objects), mean_image(dataset())
@@ -208,13 +211,9 @@ def evaluate_sv4d2(engine: DiffusionEngine, objects: int = 8, seed: int = 0) -> 
     for index in range(objects):
         example = held_out[index]
         frames = example["frames"]  # t v 3 H W, view 0 the input video
-        elevations, azimuths = novel_view_cameras(example)
-        generated = pipeline(as_uint8(frames[:, 0]), elevations_deg=elevations, azimuths_deg=azimuths,
-                             seed=seed + index, progress=False)  # v t H W 3 uint8
-        generated = rearrange(from_uint8(generated), "v t c h w -> t v c h w")
         truth = frames[:, 1:]
         truths.append(truth)
-        model.append(generated)
+        model.append(novel_view_videos(pipeline, example, seed + index))
         copy.append(frames[:, :1].expand_as(truth))
         mean.append(average.expand_as(truth))
     flat = [[part.flatten(0, 1) for part in parts] for parts in (truths, model, copy, mean)]  # (t v) 3 H W each
@@ -302,13 +301,14 @@ def evaluate_image(engine: DiffusionEngine, rows: int = 16, cfg_scales=(1.0, 3.0
 
 
 def trained_engine(recipe: str, weights="default") -> DiffusionEngine:
-    """The engine a recipe trained: its preset's committed weights (or `weights`, a file)."""
+    """The engine a recipe trained: its preset's committed weights, or `weights`, another file of the same kind
+    (e.g. an earlier version of the data/ file, or an export of a run)."""
     if recipe == "tiny_image":
         from .tiny_image import TRAINED
         from .tiny_image import trained_engine as image_engine
 
         return image_engine(TRAINED if weights == "default" else Path(weights))
-    return DiffusionEngine.from_preset(PRESETS[recipe], weights=weights)
+    return DiffusionEngine.course_model(PRESETS[recipe], path=None if weights == "default" else Path(weights))
 
 
 PRESETS = {"tiny_sv3d": "tiny_sv3d", "tiny_sv4d2": "tiny_sv4d2", "tiny_i2v": "tiny_svd"}

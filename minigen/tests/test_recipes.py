@@ -133,6 +133,14 @@ def test_the_margin_over_the_better_baseline_comes_per_object_with_its_standard_
     assert margin["standard error"] == pytest.approx(20.0 / 2**0.5 / 2**0.5, abs=1e-3)  # sd 14.14 over sqrt(2)
 
 
+def test_a_recipe_scores_another_model_file_of_its_kind():
+    """benchmarks/quality.py --weights: an earlier data/ file or a run's export loads as the committed one does."""
+    committed = quality.trained_engine("tiny_sv4d2")
+    from_file = quality.trained_engine("tiny_sv4d2", weights=str(trained_weights_path("tiny_sv4d2")))
+    for (key, a), b in zip(committed.state_dict().items(), from_file.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+
+
 def test_random_weights_come_from_a_fixed_seed():
     first, second = (DiffusionEngine.from_preset("tiny_sv3d", weights="random") for _ in range(2))
     for (key, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
