@@ -374,7 +374,6 @@ def window_images(windows: Sequence[WindowSample], num_frames: int) -> torch.Ten
     return images
 
 
-@scenes.float32
 def longer_clip(dataset: scenes.MovingObjectDataset, index: int, num_frames: int) -> dict:
     """Item `index` of a MovingObjectDataset, its motion carried on past the clip's end: `num_frames` frames at the
     dataset's own spacing in time (1 / (its frames - 1)), so the first frames are the item's, bit for bit, and the
@@ -382,14 +381,7 @@ def longer_clip(dataset: scenes.MovingObjectDataset, index: int, num_frames: int
     if dataset.num_frames < 2 or num_frames < 1:
         raise ValueError(f"Need a dataset of clips of at least 2 frames and num_frames >= 1, got "
                          f"{dataset.num_frames} and {num_frames}.")
-    generator, object_seed = dataset.generator(index)  # the draws of MovingObjectDataset.__getitem__, in order
-    obj = scenes.random_object(generator, scale_range=dataset.SCALE_RANGE)
-    elevations, azimuths = dataset.cameras(generator)
-    times = torch.arange(num_frames) / (dataset.num_frames - 1)
-    poses = dataset.poses(obj, times, generator)
-    frames = [scenes.render(pose, elevations, azimuths, size=dataset.size) for pose in poses]
-    return {"frames": torch.stack(frames), "elevations_deg": elevations, "azimuths_deg": azimuths, "times": times,
-            "object_seed": object_seed}
+    return dataset.clip(index, torch.arange(num_frames) / (dataset.num_frames - 1))
 
 
 # ------------------------------------------------------------------------------------------ the player

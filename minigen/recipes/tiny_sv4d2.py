@@ -1,16 +1,16 @@
 """tiny_sv4d2: SV4D 2.0 in miniature. A video of an object -> videos of it from novel views, window by window.
 
-Data: `MovingObjectDataset` objects that move, turn and squash over 5 frames, seen by the input camera and 4
-novel cameras at 64x64. A training example is one SV4D 2.0 pass: 3 consecutive times x 4 novel views, ordered
-(t v), conditioned on the input video at those times (`cond_motion`, `cond_frames`, one CLIP token per time),
-on the 4 cameras relative to the input's, and on the novel views at the window's first time (`cond_view`).
-A window starting at time 0 has no views yet, exactly as the pipeline's first window: its `cond_view` is
-zeroed and `image_only_indicator` is 0. The conditioner is SV4D 2.0's layout unchanged, given the cached latents
-of the window's 19 conditioning frames (`worlds.known_latents`) instead of encoding them at every step; the VAE is
-the frozen worlds VAE; the UNet is tiny_sv4d2's SpatialUNetModelWithTime (view, time and motion attention, 3D
-attention), started as SV4D was (from SV3D and SVD): its per-image layers and view attention from the trained
-tiny_sv3d, its motion attention from the trained tiny_svd (`prepare`). `python -m minigen.train tiny_sv4d2` (after
-tiny_svd and tiny_sv3d).
+Data: `MovingObjectDataset` objects that move, turn and squash over 5 frames, seen by the input camera and 4 novel
+cameras at 64x64, framed as SV4D 2.0's script frames its input (the whole motion fills about 90% of the frame). A
+training example is one SV4D 2.0 pass: 3 consecutive times x 4 novel views, ordered (t v), conditioned on the input
+video at those times (`cond_motion`, `cond_frames`, one CLIP token per time), on the 4 cameras relative to the
+input's, and on the novel views at the window's first time (`cond_view`). A window starting at time 0 has no views
+yet, exactly as the pipeline's first window: its `cond_view` is zeroed and `image_only_indicator` is 0. The
+conditioner is SV4D 2.0's layout unchanged, given the cached latents of the window's 19 conditioning frames
+(`worlds.known_latents`) instead of encoding them at every step; the VAE is the frozen worlds VAE; the UNet is
+tiny_sv4d2's SpatialUNetModelWithTime (view, time and motion attention, 3D attention), started as SV4D was (from
+SV3D and SVD): its per-image layers and view attention from the trained tiny_sv3d, its motion attention from the
+trained tiny_svd (`prepare`). `python -m minigen.train tiny_sv4d2` (after tiny_svd and tiny_sv3d).
 """
 
 from dataclasses import replace
@@ -117,7 +117,7 @@ def recipe() -> Recipe:
         description="SV4D 2.0-style passes: 3 times x 4 novel views of moving procedural objects at 64x64; "
                     "tiny_sv4d2 SpatialUNetModelWithTime (2.9 M) started from tiny_sv3d and tiny_svd, on the frozen "
                     "worlds VAE; 5600 steps x 4 in fp32 (faster than bf16 autocast on this CPU), the learning rate "
-                    "decaying to 0 over the last 1400: 44 min on 2 CPU cores (4.5 of them caching 1500 videos' "
+                    "decaying to 0 over the last 1400: 41 min on 2 CPU cores (5 of them caching 1500 videos' "
                     "latents), sample grids included",
         config=replace(worlds.TRAIN_CONFIG, steps=5600, decay_steps=1400, batch_size=4, precision="fp32"),
         dataset=training_set,

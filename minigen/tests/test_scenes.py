@@ -7,6 +7,7 @@ import torch
 
 from minigen.camera import Trajectory, sv4d2_camera_inputs
 from minigen.data.scenes import (
+    SHAPES,
     MotionVideoDataset,
     MovingObjectDataset,
     OrbitDataset,
@@ -119,6 +120,7 @@ def test_items_depend_only_on_seed_and_index():
     late = first[3]
     first[1]
     assert torch.equal(second[3]["frames"], late["frames"]) and second[3]["object_seed"] == late["object_seed"]
+    assert second[3]["shape"] == late["shape"] in SHAPES
     other_seed = OrbitDataset(num_views=4, size=SIZE, length=5, seed=1)[3]
     assert other_seed["object_seed"] != late["object_seed"]
     assert not torch.equal(other_seed["frames"], late["frames"])
@@ -158,6 +160,7 @@ def test_moving_object_items_and_batch_follow_sv4d2():
     relative = torch.remainder(item["azimuths_deg"] - item["azimuths_deg"][0], 360.0)
     assert torch.all(relative.diff() > 0), "views go round in order from the input camera"
     assert not torch.equal(item["frames"][0], item["frames"][-1]), "the object moves"
+    assert item["shape"] in SHAPES
 
     items = [item, dataset[1]]
     batch = moving_object_batch(items)
@@ -175,12 +178,30 @@ def test_moving_object_items_and_batch_follow_sv4d2():
     assert batch["num_video_frames"] == t * v and torch.equal(batch["image_only_indicator"], torch.ones(b, t * v))
 
 
+def test_moving_objects_are_framed_large_and_stay_in_view():
+    """The moving-object world zooms in (MovingObjectDataset.FOV_DEG) so that the object fills the frame about as
+    an orbit's still object does, and its whole motion still stays inside the frame."""
+    framed = MovingObjectDataset(num_frames=3, num_views=5, size=SIZE, length=12)
+    wide = MovingObjectDataset(num_frames=3, num_views=5, size=SIZE, length=12, fov_deg=40.0)
+    assert framed.fov_deg < 40.0
+
+    def object_pixels(dataset, index):  # t v h w, True where the object is
+        return (dataset[index]["frames"] < 0.9).any(dim=-3)
+
+    coverage = {name: torch.stack([object_pixels(dataset, i).float().mean() for i in range(12)]).mean()
+                for name, dataset in (("framed", framed), ("wide", wide))}
+    assert coverage["framed"] > 1.5 * coverage["wide"]
+    for index in range(12):
+        border = object_pixels(framed, index)[..., [0, -1], :].any() or object_pixels(framed, index)[..., [0, -1]].any()
+        assert not border, f"item {index}: the object touches the frame's edge"
+
+
 def test_video_items_and_batch_follow_svd():
     dataset = MotionVideoDataset(num_frames=4, size=SIZE, length=2)
     items = [dataset[0], dataset[1]]
     for item in items:
         assert item["frames"].shape == (4, 3, SIZE, SIZE)
-        assert item["fps"] in (3, 6, 12) and item["fps_id"] == item["fps"] - 1
+        assert item["fps"] in (3, 6, 12) and item["fps_id"] == item["fps"] - 1 and item["shape"] in SHAPES
         assert item["motion_bucket_id"] == motion_bucket(measure_motion(item["frames"]))
     batch = video_batch(items, generator=torch.Generator().manual_seed(0))
     assert batch["frames"].shape == (8, 3, SIZE, SIZE)
