@@ -2,10 +2,13 @@
 
 Samples per second for OrbitDataset (21 views), MovingObjectDataset (3 times x 5 views) and MotionVideoDataset
 (8 frames), all 64 x 64, with 1 and 2 threads. Each figure is the median of REPEATS passes over the same
-SAMPLES items (so every pass renders the same shapes), after one warm-up item. Prints a markdown table and
-writes it, with the machine, to benchmarks/results/renderer.json.
+SAMPLES items (so every pass renders the same shapes), after one warm-up item. Also how each world frames its
+objects, over FRAMING_SAMPLES items: the object's share of a frame, and how far its farthest pixel lies from the
+centre (as a share of the way to the frame's edge), MovingObjectDataset also at the renderer's 40° field of view it
+used before it was reframed. Prints markdown tables and writes them, with the machine, to
+benchmarks/results/renderer.json.
 
-    python benchmarks/renderer.py             # about a minute on 2 idle CPU cores
+    python benchmarks/renderer.py             # about two minutes on 2 idle CPU cores
     python benchmarks/renderer.py --samples 8 --repeats 1   # a quick look
 """
 
@@ -28,6 +31,7 @@ DATASETS = {
     "MotionVideoDataset (8 frames)": MotionVideoDataset,
 }
 THREADS = (1, 2)
+FRAMING_SAMPLES = 300
 
 
 def machine() -> str:
@@ -46,6 +50,32 @@ def samples_per_second(dataset, samples: int, repeats: int) -> float:
             dataset[index]
         seconds.append(time.perf_counter() - start)
     return samples / statistics.median(seconds)
+
+
+def framing(dataset, samples: int) -> dict:
+    """The object's mean share of a frame, and its farthest pixel from the centre over every frame of `samples`
+    items (1: the frame's edge), where the object is what is not white."""
+    shares, farthest = [], 0.0
+    for index in range(samples):
+        frames = dataset[index]["frames"]
+        objects = (frames < 0.9).any(-3).flatten(0, -3)  # n H W
+        size = objects.shape[-1]
+        centred = torch.arange(size) - (size - 1) / 2
+        distance = torch.maximum(centred[:, None].abs(), centred[None, :].abs()) + 0.5  # to the pixel's outer edge
+        shares.append(objects.float().mean().item())
+        farthest = max(farthest, (distance * objects).amax().item() / (size / 2))
+    return {"object share of a frame": statistics.mean(shares), "farthest object pixel": farthest}
+
+
+def framing_table(samples: int) -> tuple[dict, str]:
+    worlds = {name: dataset_class(length=samples) for name, dataset_class in DATASETS.items()}
+    worlds["MovingObjectDataset at 40° (before it was reframed)"] = MovingObjectDataset(length=samples, fov_deg=40.0)
+    measured = {name: framing(dataset, samples) for name, dataset in worlds.items()}
+    rows = [f"| world ({samples} items, 64 x 64) | object's share of a frame | farthest object pixel, of the way "
+            "to the edge |", "|---|---:|---:|"]
+    rows += [f"| {name} | {m['object share of a frame']:.0%} | {m['farthest object pixel']:.0%} |"
+             for name, m in measured.items()]
+    return measured, "\n".join(rows)
 
 
 def main() -> None:
@@ -68,11 +98,15 @@ def main() -> None:
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(rows)
     print(table)
+    torch.set_num_threads(2)
+    measured_framing, framing_markdown = framing_table(FRAMING_SAMPLES)
+    print("\n" + framing_markdown)
     print(f"\n{machine()}, load average {load_before:.1f} before the run, torch {torch.__version__}, "
           f"{args.samples} samples x {args.repeats} passes (median)")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "samples_per_second": rates, "markdown": table, "machine": machine(), "load_average_before": load_before,
+        "samples_per_second": rates, "markdown": table, "framing": measured_framing,
+        "framing markdown": framing_markdown, "machine": machine(), "load_average_before": load_before,
         "python": platform.python_version(), "torch": torch.__version__, "samples": args.samples,
         "repeats": args.repeats,
     }, indent=2) + "\n")

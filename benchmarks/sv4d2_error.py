@@ -7,22 +7,29 @@ On held-out objects (minigen.recipes.quality's world and metrics), with the comm
 - an oracle that paints the true outline of every novel view and frame with the input view's mean colour;
 - how the mean colour of a novel view follows the input view's, in the truth and in the model (correlation per
   channel over objects, and the model's spread beside the input's);
-- sampled PSNR at a few step counts and guidance scales, on another held-out seed (the one tuning is allowed on).
+- sampled PSNR at a few step counts and guidance scales, on another held-out seed (the one tuning is allowed on);
+- the margin of `benchmarks/quality.py` (its per-object margins, read from its results file: run it first) by the
+  shape of the objects;
+- the recipe's training loss on videos the model learnt from and on held-out ones: whether it overfits.
 
-    python benchmarks/sv4d2_error.py       # about 3 minutes on 2 CPU cores; benchmarks/results/sv4d2_error.json
+    python benchmarks/sv4d2_error.py       # about 4 minutes on 2 CPU cores; benchmarks/results/sv4d2_error.json
 """
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from minigen.camera import Trajectory, sv4d2_camera_inputs
+from minigen.data.scenes import SHAPES
 from minigen.pipelines.sv4d import SV4D2Pipeline
-from minigen.recipes import quality, tiny_sv4d2
+from minigen.recipes import quality, tiny_sv4d2, worlds
+from minigen.train import Trainer, join_world
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OBJECTS, TUNING_SEED, TUNING_OBJECTS = 12, 2, 24
+LOSS_VIDEOS, LOSS_DRAWS = 64, 4
 SAMPLER_SETTINGS = ((16, 2.0), (8, 1.5), (3, 1.0))  # (steps, cfg); the preset's 16 steps at cfg 2 first
 WHITE = 0.98  # [0, 1] units: a pixel darker than this in any channel belongs to the object
 
@@ -112,10 +119,44 @@ def sampler_settings(pipeline: SV4D2Pipeline) -> dict:
     return result
 
 
+def margin_by_shape() -> dict:
+    """{shape: its objects and their mean margin (dB)} over the objects benchmarks/quality.py scored."""
+    margins = json.loads((RESULTS / "quality_tiny_sv4d2.json").read_text())["margin"]["margin per object"]
+    held_out = tiny_sv4d2.dataset(tiny_sv4d2.HELD_OUT_SEED, length=len(margins))
+    shapes = [held_out[index]["shape"] for index in range(len(margins))]
+    by_shape = {shape: [m for m, s in zip(margins, shapes, strict=True) if s == shape] for shape in SHAPES}
+    return {shape: {"objects": len(values), "margin": sum(values) / len(values)}
+            for shape, values in by_shape.items() if values}
+
+
+def training_loss(engine, seed: int) -> float:
+    """The recipe's training loss (its windows, conditioning dropout and noise, drawn as a training step draws them)
+    of the committed network on the first LOSS_VIDEOS videos of the world with `seed`, LOSS_DRAWS draws each."""
+    def videos():
+        return worlds.LatentCache(tiny_sv4d2.dataset(seed, length=LOSS_VIDEOS), LOSS_VIDEOS)
+
+    recipe = replace(tiny_sv4d2.recipe(), dataset=videos)
+    trainer = Trainer(recipe, recipe.config, Path("not written"), join_world("cpu"), progress=False)
+    trainer.engine.model.load_state_dict(engine.model.state_dict())
+    trainer.engine.model.eval()
+    losses = []
+    with torch.no_grad():
+        for draw in range(LOSS_DRAWS):
+            trainer.step = draw  # the step seeds each example's draws
+            for first in range(0, LOSS_VIDEOS, 4):
+                losses.append(trainer.micro_batch_loss(list(range(4)), list(range(first, first + 4))).item())
+    return sum(losses) / len(losses)
+
+
 def main() -> None:
-    pipeline = quality.tiny_pipeline(SV4D2Pipeline, quality.trained_engine("tiny_sv4d2"), "tiny_sv4d2")
+    engine = quality.trained_engine("tiny_sv4d2")
+    pipeline = quality.tiny_pipeline(SV4D2Pipeline, engine, "tiny_sv4d2")
     result = {f"held-out seed {tiny_sv4d2.HELD_OUT_SEED}, {OBJECTS} objects": outline_and_colour(pipeline),
-              f"held-out seed {TUNING_SEED}, {TUNING_OBJECTS} objects: sampled psnr": sampler_settings(pipeline)}
+              f"held-out seed {TUNING_SEED}, {TUNING_OBJECTS} objects: sampled psnr": sampler_settings(pipeline),
+              "benchmarks/quality.py's margin by shape": margin_by_shape(),
+              f"training loss, {LOSS_VIDEOS} videos x {LOSS_DRAWS} draws": {
+                  "videos trained on": training_loss(engine, tiny_sv4d2.TRAIN_SEED),
+                  "held-out videos": training_loss(engine, tiny_sv4d2.HELD_OUT_SEED)}}
     text = json.dumps(result, indent=1)
     (RESULTS / "sv4d2_error.json").write_text(text + "\n")
     print(text)
