@@ -493,6 +493,9 @@ class MovingObjectDataset(SceneDataset):
         if num_frames < 1 or num_views < 2:
             raise ValueError(f"Need num_frames >= 1 and num_views >= 2 (the input camera and at least one novel "
                              f"view); got num_frames={num_frames}, num_views={num_views}.")
+        if not 0 < fov_deg < 180:
+            raise ValueError(f"fov_deg must lie in (0, 180) degrees, got {fov_deg}: the cameras' vertical field of "
+                             f"view (default {self.FOV_DEG}).")
         self.num_frames, self.num_views, self.fov_deg = num_frames, num_views, fov_deg
         self.elevation_range = check_range("elevation_range", elevation_range)
 
@@ -518,7 +521,6 @@ class MovingObjectDataset(SceneDataset):
             for t in times.tolist()
         ]
 
-    @float32
     def __getitem__(self, index: int) -> dict:
         return self.clip(index, torch.linspace(0.0, 1.0, self.num_frames))
 

@@ -194,6 +194,8 @@ def test_moving_objects_are_framed_large_and_stay_in_view():
     for index in range(12):
         border = object_pixels(framed, index)[..., [0, -1], :].any() or object_pixels(framed, index)[..., [0, -1]].any()
         assert not border, f"item {index}: the object touches the frame's edge"
+    with pytest.raises(ValueError, match="fov_deg must lie in"):
+        MovingObjectDataset(fov_deg=180.0)
 
 
 def test_video_items_and_batch_follow_svd():
