@@ -493,9 +493,7 @@ class MovingObjectDataset(SceneDataset):
         if num_frames < 1 or num_views < 2:
             raise ValueError(f"Need num_frames >= 1 and num_views >= 2 (the input camera and at least one novel "
                              f"view); got num_frames={num_frames}, num_views={num_views}.")
-        if not 0 < fov_deg < 180:
-            raise ValueError(f"fov_deg must lie in (0, 180) degrees, got {fov_deg}: the cameras' vertical field of "
-                             f"view (default {self.FOV_DEG}).")
+        check_cameras(0.0, 0.0, RADIUS, fov_deg, size)  # an impossible field of view fails here, not per item
         self.num_frames, self.num_views, self.fov_deg = num_frames, num_views, fov_deg
         self.elevation_range = check_range("elevation_range", elevation_range)
 
