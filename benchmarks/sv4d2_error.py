@@ -7,12 +7,16 @@ On held-out objects (minigen.recipes.quality's world and metrics), with the comm
 - an oracle that paints the true outline of every novel view and frame with the input view's mean colour;
 - how the mean colour of a novel view follows the input view's, in the truth and in the model (correlation per
   channel over objects, and the model's spread beside the input's);
-- sampled PSNR at a few step counts and guidance scales, on another held-out seed (the one tuning is allowed on);
+- sampled PSNR at a few step counts and guidance scales (cfg 1: no guidance), on another held-out seed (the one
+  tuning is allowed on);
 - the margin of `benchmarks/quality.py` (its per-object margins, read from its results file: run it first) by the
   shape of the objects;
-- the recipe's training loss on videos the model learnt from and on held-out ones: whether it overfits.
+- the recipe's training loss on videos the model learnt from and on held-out ones: whether it overfits;
+- whether the model reads its camera inputs: sampled PSNR with the true cameras and with plain ones (each novel view
+  at the middle elevation, exactly 360 / V degrees from the last), and what ignoring them costs: the samples against
+  the truth rendered at the plain cameras.
 
-    python benchmarks/sv4d2_error.py       # about 4 minutes on 2 CPU cores; benchmarks/results/sv4d2_error.json
+    python benchmarks/sv4d2_error.py       # about 7 minutes on 2 CPU cores; benchmarks/results/sv4d2_error.json
 """
 
 import json
@@ -22,6 +26,7 @@ from pathlib import Path
 import torch
 
 from minigen.camera import Trajectory, sv4d2_camera_inputs
+from minigen.data import scenes
 from minigen.data.scenes import SHAPES
 from minigen.pipelines.sv4d import SV4D2Pipeline
 from minigen.recipes import quality, tiny_sv4d2, worlds
@@ -30,7 +35,8 @@ from minigen.train import Trainer, join_world
 RESULTS = Path(__file__).resolve().parent / "results"
 OBJECTS, TUNING_SEED, TUNING_OBJECTS = 12, 2, 24
 LOSS_VIDEOS, LOSS_DRAWS = 64, 4
-SAMPLER_SETTINGS = ((16, 2.0), (8, 1.5), (3, 1.0))  # (steps, cfg); the preset's 16 steps at cfg 2 first
+CAMERA_OBJECTS = 24
+SAMPLER_SETTINGS = ((16, 2.0), (16, 1.0), (8, 1.5), (3, 1.0))  # (steps, cfg); the preset's 16 steps at cfg 2 first
 WHITE = 0.98  # [0, 1] units: a pixel darker than this in any channel belongs to the object
 
 
@@ -153,13 +159,46 @@ def training_losses(engine) -> dict:
     return result
 
 
+class PlainCameras(scenes.MovingObjectDataset):
+    """The same videos seen by plain cameras: the novel views at the middle of the elevation range and exactly
+    360 / V degrees apart (the world's draws are made as before, so objects and motion stay the same)."""
+
+    def cameras(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        elevations, azimuths = super().cameras(generator)
+        elevations[1:] = sum(self.elevation_range) / 2
+        return elevations, torch.remainder(azimuths[0] + torch.arange(self.num_views) * 360.0 / self.num_views, 360.0)
+
+
+def camera_use(pipeline: SV4D2Pipeline) -> dict:
+    """Sampled PSNR of CAMERA_OBJECTS held-out objects told their true cameras and told plain ones (same seeds), and
+    the true-camera samples against the truth at the plain cameras: a model that ignores its cameras draws the views
+    of the typical cameras, and scores higher against their truth than against the truth it was asked for."""
+    world = tiny_sv4d2.dataset(tiny_sv4d2.HELD_OUT_SEED, length=CAMERA_OBJECTS)
+    plain = PlainCameras(world.num_frames, world.num_views, world.size, world.length, world.seed,
+                         world.elevation_range, world.fov_deg)
+    truth, plain_truth, told_true, told_plain = [], [], [], []
+    for index in range(CAMERA_OBJECTS):
+        example, plain_example = world[index], plain[index]
+        truth.append(example["frames"][:, 1:])
+        plain_truth.append(plain_example["frames"][:, 1:])
+        told_true.append(quality.novel_view_videos(pipeline, example, index))
+        told_plain.append(quality.novel_view_videos(pipeline, example | {key: plain_example[key] for key in (
+            "elevations_deg", "azimuths_deg")}, index))
+    truth, plain_truth, told_true, told_plain = (quality.to_unit(torch.stack(videos)) for videos in (
+        truth, plain_truth, told_true, told_plain))
+    return {"told the true cameras": psnr(told_true, truth), "told plain cameras": psnr(told_plain, truth),
+            "told the true cameras, against the truth at plain cameras": psnr(told_true, plain_truth),
+            "truth at plain cameras against the truth": psnr(plain_truth, truth)}
+
+
 def main() -> None:
     engine = quality.trained_engine("tiny_sv4d2")
     pipeline = quality.tiny_pipeline(SV4D2Pipeline, engine, "tiny_sv4d2")
     result = {f"held-out seed {tiny_sv4d2.HELD_OUT_SEED}, {OBJECTS} objects": outline_and_colour(pipeline),
               f"held-out seed {TUNING_SEED}, {TUNING_OBJECTS} objects: sampled psnr": sampler_settings(pipeline),
               "benchmarks/quality.py's margin by shape": margin_by_shape(),
-              f"training loss, {LOSS_VIDEOS} videos x {LOSS_DRAWS} draws": training_losses(engine)}
+              f"training loss, {LOSS_VIDEOS} videos x {LOSS_DRAWS} draws": training_losses(engine),
+              f"held-out seed {tiny_sv4d2.HELD_OUT_SEED}, {CAMERA_OBJECTS} objects: cameras": camera_use(pipeline)}
     text = json.dumps(result, indent=1)
     (RESULTS / "sv4d2_error.json").write_text(text + "\n")
     print(text)
