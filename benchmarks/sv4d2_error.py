@@ -26,8 +26,7 @@ from pathlib import Path
 import torch
 
 from minigen.camera import Trajectory, sv4d2_camera_inputs
-from minigen.data import scenes
-from minigen.data.scenes import SHAPES
+from minigen.data.scenes import SHAPES, MovingObjectDataset
 from minigen.pipelines.sv4d import SV4D2Pipeline
 from minigen.recipes import quality, tiny_sv4d2, worlds
 from minigen.train import Trainer, join_world
@@ -159,7 +158,7 @@ def training_losses(engine) -> dict:
     return result
 
 
-class PlainCameras(scenes.MovingObjectDataset):
+class PlainCameras(MovingObjectDataset):
     """The same videos seen by plain cameras: the novel views at the middle of the elevation range and exactly
     360 / V degrees apart (the world's draws are made as before, so objects and motion stay the same)."""
 
@@ -174,8 +173,8 @@ def camera_use(pipeline: SV4D2Pipeline) -> dict:
     the true-camera samples against the truth at the plain cameras: a model that ignores its cameras draws the views
     of the typical cameras, and scores higher against their truth than against the truth it was asked for."""
     world = tiny_sv4d2.dataset(tiny_sv4d2.HELD_OUT_SEED, length=CAMERA_OBJECTS)
-    plain = PlainCameras(world.num_frames, world.num_views, world.size, world.length, world.seed,
-                         world.elevation_range, world.fov_deg)
+    plain = PlainCameras(num_frames=world.num_frames, num_views=world.num_views, size=world.size, length=world.length,
+                         seed=world.seed, elevation_range=world.elevation_range, fov_deg=world.fov_deg)
     truth, plain_truth, told_true, told_plain = [], [], [], []
     for index in range(CAMERA_OBJECTS):
         example, plain_example = world[index], plain[index]
