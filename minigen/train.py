@@ -712,13 +712,23 @@ def run_command(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def launcher() -> list[str]:
+    """How this process was started, as the export records it: `python`, or torchrun and its process counts (from
+    the environment torchrun sets), so that the recorded command starts the run again as it was."""
+    processes, per_node = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if processes == 1:
+        return ["python"]
+    nodes = [f"--nnodes={processes // per_node}"] if processes > per_node else []
+    return ["torchrun", *nodes, f"--nproc_per_node={per_node}"]
+
+
 def main(argv=None) -> int:
     """`python -m minigen.train`: run the command, and turn a user error into one `error:` line and exit status 2."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m minigen.train", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     try:
-        return run_command(parser.parse_args(argv), shlex.join(["python", "-m", "minigen.train", *argv]))
+        return run_command(parser.parse_args(argv), shlex.join([*launcher(), "-m", "minigen.train", *argv]))
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"minigen.train: error: {error}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -157,25 +158,19 @@ class LatentCache(torch.utils.data.Dataset):
     never changes, so the targets' latents are computed once, before training, as latent-diffusion training
     commonly does. Each example keeps its frames as uint8 (what the pipelines take) for the conditioner, and
     `latents`: the unscaled posterior mode of every frame, `... 4 8 8` beside `frames` `... 3 64 64`.
+    Under torchrun each process renders and encodes every size-th example, and they swap shares: K processes
+    build the cache in about 1/K of the time, each ending with all of it.
     """
 
     def __init__(self, world: torch.utils.data.Dataset, length: int, path: Path = WORLDS_VAE, chunk: int = 256):
-        self.examples = [world[index] for index in range(length)]
-        vae = image_vae().eval()
-        weights = {key: value.float() for key, value in load_file(path).items()}
-        vae.encoder.load_state_dict(_part(weights, "encoder."))
-        frames = torch.cat([example["frames"].reshape(-1, 3, SIZE, SIZE) for example in self.examples])
-        frames = torch.from_numpy(io.to_uint8(frames))  # as a saved image would hold them
-        with torch.no_grad():
-            latents = torch.cat([vae.posterior(to_float(frames[i:i + chunk])).mode() for i in
-                                 range(0, len(frames), chunk)])
-        start = 0
-        for example in self.examples:
-            count = example["frames"][..., 0, 0, 0].numel()
-            shape = example["frames"].shape[:-3]
-            example["frames"] = frames[start:start + count].reshape(*shape, 3, SIZE, SIZE)
-            example["latents"] = latents[start:start + count].reshape(*shape, *latents.shape[1:])
-            start += count
+        rank, size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        share = encoded_examples(world, range(rank, length, size), path, chunk)
+        if size == 1:
+            self.examples = share
+            return
+        shares = [None] * size
+        dist.all_gather_object(shares, share)
+        self.examples = [shares[index % size][index // size] for index in range(length)]
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -183,6 +178,29 @@ class LatentCache(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         example = self.examples[index]
         return example | {"frames": to_float(example["frames"])}
+
+
+def encoded_examples(world: torch.utils.data.Dataset, indices: range, path: Path, chunk: int) -> list[dict]:
+    """The world's examples at `indices`, rendered, each with its frames as uint8 and their `latents` beside them."""
+    examples = [world[index] for index in indices]
+    if not examples:  # more processes than examples
+        return examples
+    vae = image_vae().eval()
+    weights = {key: value.float() for key, value in load_file(path).items()}
+    vae.encoder.load_state_dict(_part(weights, "encoder."))
+    frames = torch.cat([example["frames"].reshape(-1, 3, SIZE, SIZE) for example in examples])
+    frames = torch.from_numpy(io.to_uint8(frames))  # as a saved image would hold them
+    with torch.no_grad():
+        latents = torch.cat([vae.posterior(to_float(frames[i:i + chunk])).mode() for i in range(0, len(frames), chunk)])
+    start = 0
+    for example in examples:
+        count = example["frames"][..., 0, 0, 0].numel()
+        shape = example["frames"].shape[:-3]
+        # clones, not views of the whole share: each example owns its storage (and pickles alone, under torchrun)
+        example["frames"] = frames[start:start + count].reshape(*shape, 3, SIZE, SIZE).clone()
+        example["latents"] = latents[start:start + count].reshape(*shape, *latents.shape[1:]).clone()
+        start += count
+    return examples
 
 
 def to_float(frames: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,14 @@
 """The world recipes: batches the official conditioners and networks read, guidance dropout, cached latents,
 the quality metrics, and presets that load their committed trained weights."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from minigen.pipelines import DiffusionEngine
 from minigen.presets import TRAINED_WEIGHTS, trained_weights_path
@@ -52,6 +58,32 @@ def test_cached_latents_are_the_worlds_vae_encoding_of_the_frames():
     encoded = worlds.encode(engine, batch["frames"])  # through the conditioner's encoder, as the pipelines do
     torch.testing.assert_close(recipe.encode(engine, batch), encoded, atol=1e-4, rtol=1e-4)
 
+
+
+def test_processes_share_the_work_of_a_cache_and_each_ends_with_all_of_it(tmp_path):
+    """Under torchrun each process renders and encodes every other example; both end with the one-process cache."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "minigen.tests.test_recipes", str(tmp_path)]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    alone = small_cache("tiny_sv4d2", length=3)  # 3: the processes' shares differ in size
+    for rank in (0, 1):
+        shared = load_file(tmp_path / f"cache_rank{rank}.safetensors")
+        for index, example in enumerate(alone.examples):
+            assert torch.equal(shared[f"{index}.frames"], example["frames"])
+            torch.testing.assert_close(shared[f"{index}.latents"], example["latents"], atol=1e-5, rtol=1e-5)
+            assert torch.equal(shared[f"{index}.azimuths_deg"], example["azimuths_deg"])
+
+
+def cache_worker(folder: Path) -> None:
+    """One process of the shared-cache test: build the cache, save what this process ends with."""
+    torch.distributed.init_process_group("gloo")
+    cache = small_cache("tiny_sv4d2", length=3)
+    tensors = {f"{index}.{key}": example[key] for index, example in enumerate(cache.examples)
+               for key in ("frames", "latents", "azimuths_deg")}
+    save_file(tensors, folder / f"cache_rank{torch.distributed.get_rank()}.safetensors")
+    torch.distributed.destroy_process_group()
 
 def test_dropped_samples_get_exactly_the_unconditional_conditioning():
     generator = torch.Generator().manual_seed(0)
@@ -196,3 +228,7 @@ def test_the_committed_tiny_image_draws_the_shape_it_is_asked_for():
     result = quality.evaluate_image(tiny_image.trained_engine(), rows=2, cfg_scales=(3.0,))
     assert result["classifier on real shapes"] > 0.95
     assert result["samples at cfg 3"] >= 0.75  # 8 samples, 2 of each shape (benchmarks: 100% of 64)
+
+
+if __name__ == "__main__":
+    cache_worker(Path(sys.argv[1]))

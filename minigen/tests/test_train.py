@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from minigen import cli
+from minigen import train as trainer_module
 from minigen.conditioning import EmbedderEntry, GeneralConditioner
 from minigen.diffusion import Denoiser, EDMScaling
 from minigen.pipelines.engine import DiffusionEngine
@@ -270,6 +271,16 @@ def test_command_line(capsys):
     assert main(["tiny_image", "--precision", "fp16", "--device", "cpu", "--out", "unused"]) == 2
     assert "needs a CUDA device" in capsys.readouterr().err
 
+
+
+def test_the_recorded_command_says_how_many_processes_ran(monkeypatch):
+    assert trainer_module.launcher() == ["python"]  # a plain run
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert trainer_module.launcher() == ["torchrun", "--nproc_per_node=2"]
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert trainer_module.launcher() == ["torchrun", "--nnodes=2", "--nproc_per_node=8"]
 
 def test_options_override_the_recipe_config():
     parser = argparse.ArgumentParser()
