@@ -1,5 +1,7 @@
-"""Shared by the benchmark scripts: rewrite one marked section of docs/benchmarks.md; the median over runs."""
+"""Shared by the benchmark scripts: rewrite one marked section of docs/benchmarks.md; the median over runs; the CPU's
+name."""
 
+import os
 import statistics
 from pathlib import Path
 
@@ -26,3 +28,10 @@ def median_over(runs: list[dict], keys: tuple[str, ...]) -> dict:
     if failed:
         return failed[0]
     return {**runs[0], "runs": len(runs), **{key: statistics.median(run[key] for run in runs) for key in keys}}
+
+
+def cpu_machine() -> str:
+    """The CPU's model name and core count, as the CPU benchmarks print it."""
+    with open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    return f"{model} ({os.cpu_count()} cores, shared)"

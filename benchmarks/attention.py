@@ -15,7 +15,6 @@ Writes the `attention` section of docs/benchmarks.md; notebook 04 explains the m
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -23,6 +22,7 @@ import sys
 import time
 
 import torch
+from _report import cpu_machine, write_section  # benchmarks/ is the script's folder
 
 from minigen import profiling
 from minigen.nn.attention import attention, naive_attention
@@ -45,12 +45,6 @@ VIDEO = dict(frames=14, latent_size=32)  # one 14-frame clip of 32x32 latents (2
 def qkv(shape_name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     return tuple(torch.randn(SHAPES[shape_name], generator=generator) for _ in range(3))
-
-
-def machine() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    return f"{model} ({os.cpu_count()} cores, shared)"
 
 
 def memory_point(shape_name: str, method: str) -> dict:
@@ -174,7 +168,7 @@ def markdown(rows: list[dict], video: dict) -> str:
     lines = [
         "## Attention: SDPA vs naive softmax(QK^T)V, and the video UNet vs diffusers",
         "",
-        f"Machine: {machine()}, {platform.machine()}, {THREADS} threads "
+        f"Machine: {cpu_machine()}, {platform.machine()}, {THREADS} threads "
         f"(`torch.set_num_threads({THREADS})`), PyTorch {torch.__version__}, float32, no gradients. "
         "Inputs `q, k, v` of shape (sequences, heads, tokens, 64); spatial = the 64x64 tokens of one "
         "SVD-sized latent frame, temporal = each of those 4096 pixels across 14 frames. "
@@ -236,8 +230,6 @@ def main() -> None:
     rows = attention_rows()
     video = video_unet_row()
     print(video)
-    from _report import write_section
-
     write_section("attention", markdown(rows, video))
 
 

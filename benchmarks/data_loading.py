@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section  # noqa: E402
+from _report import cpu_machine, write_section  # noqa: E402
 
 from minigen.recipes import get_recipe, tiny_i2v, tiny_sv3d, tiny_sv4d2, worlds  # noqa: E402
 from minigen.train import Trainer, World, check_config  # noqa: E402
@@ -40,12 +40,6 @@ EXAMPLES = 32  # examples rendered and encoded into the measured cache
 WARMUP, STEPS = 2, 7  # training steps before timing, timed steps
 RESULTS = Path(__file__).resolve().parent / "results" / "data_loading.json"
 RENDERER = Path(__file__).resolve().parent / "results" / "renderer.json"
-
-
-def machine() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    return f"{model} ({os.cpu_count()} cores, shared)"
 
 
 class Stopwatch:
@@ -188,7 +182,7 @@ def main() -> None:
         recipes[name] = {"cache": cache_result, "step": step_result,
                          "uncached_batch_s": cache_result["total_s_per_example"] * step_result["batch_size"]}
         print(f"{name}: done after {time.perf_counter() - started:.0f} s", flush=True)
-    results = {"recipes": recipes, "renderer_samples_per_second": renderer_rates(), "machine": machine(),
+    results = {"recipes": recipes, "renderer_samples_per_second": renderer_rates(), "machine": cpu_machine(),
                "threads": 1, "load_average_before": load_before, "python": platform.python_version(),
                "torch": torch.__version__, "examples": EXAMPLES, "warmup": WARMUP, "steps": STEPS}
     results["wall_s"] = time.perf_counter() - started

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _report import cpu_machine  # benchmarks/ is the script's folder
 
 from minigen.data.scenes import MotionVideoDataset, MovingObjectDataset, OrbitDataset
 
@@ -32,12 +33,6 @@ DATASETS = {
 }
 THREADS = (1, 2)
 FRAMING_SAMPLES = 300
-
-
-def machine() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    return f"{model} ({os.cpu_count()} cores, shared)"
 
 
 def samples_per_second(dataset, samples: int, repeats: int) -> float:
@@ -101,12 +96,12 @@ def main() -> None:
     torch.set_num_threads(2)
     measured_framing, framing_markdown = framing_table(FRAMING_SAMPLES)
     print("\n" + framing_markdown)
-    print(f"\n{machine()}, load average {load_before:.1f} before the run, torch {torch.__version__}, "
+    print(f"\n{cpu_machine()}, load average {load_before:.1f} before the run, torch {torch.__version__}, "
           f"{args.samples} samples x {args.repeats} passes (median)")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "samples_per_second": rates, "markdown": table, "framing": measured_framing,
-        "framing markdown": framing_markdown, "machine": machine(), "load_average_before": load_before,
+        "framing markdown": framing_markdown, "machine": cpu_machine(), "load_average_before": load_before,
         "python": platform.python_version(), "torch": torch.__version__, "samples": args.samples,
         "repeats": args.repeats,
     }, indent=2) + "\n")

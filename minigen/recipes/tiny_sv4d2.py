@@ -11,8 +11,9 @@ conditioner is SV4D 2.0's layout unchanged, given the cached latents of the wind
 tiny_sv4d2's SpatialUNetModelWithTime (view, time and motion attention, 3D attention), started as SV4D was (from
 SV3D and SVD): its per-image layers and view attention from the trained tiny_sv3d, its motion attention from the
 trained tiny_svd (`prepare`). `torchrun --nproc_per_node=2 -m minigen.train tiny_sv4d2` (after tiny_svd and
-tiny_sv3d): two single-thread processes step 16 windows 1.25 times as fast as one process with two threads, whose
-threads share each small layer; `python -m minigen.train tiny_sv4d2` trains the same model more slowly.
+tiny_sv3d): two single-thread processes step 16 windows about 1.15 times as fast as one process with two threads,
+whose threads share each small layer (benchmarks/processes.py); `python -m minigen.train tiny_sv4d2` trains the same
+model more slowly.
 """
 
 from dataclasses import replace
