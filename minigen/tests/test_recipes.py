@@ -1,8 +1,6 @@
 """The world recipes: batches the official conditioners and networks read, guidance dropout, cached latents,
 the quality metrics, and presets that load their committed trained weights."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from minigen.pipelines import DiffusionEngine
 from minigen.presets import TRAINED_WEIGHTS, trained_weights_path
 from minigen.recipes import get_recipe, quality, recipe_names, tiny_sv4d2, worlds
+from minigen.tests.processes import run_two_processes
 
 WORLD_RECIPES = {"tiny_sv3d": "tiny_sv3d", "tiny_i2v": "tiny_svd", "tiny_sv4d2": "tiny_sv4d2"}
 
@@ -62,11 +61,7 @@ def test_cached_latents_are_the_worlds_vae_encoding_of_the_frames():
 
 def test_processes_share_the_work_of_a_cache_and_each_ends_with_all_of_it(tmp_path):
     """Under torchrun each process renders and encodes every other example; both end with the one-process cache."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "minigen.tests.test_recipes", str(tmp_path)]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_two_processes("minigen.tests.test_recipes", tmp_path)
     alone = small_cache("tiny_sv4d2", length=3)  # 3: the processes' shares differ in size
     for rank in (0, 1):
         shared = load_file(tmp_path / f"cache_rank{rank}.safetensors")

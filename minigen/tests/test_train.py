@@ -26,6 +26,7 @@ from minigen.conditioning import EmbedderEntry, GeneralConditioner
 from minigen.diffusion import Denoiser, EDMScaling
 from minigen.pipelines.engine import DiffusionEngine
 from minigen.recipes import TrainConfig, tiny_image
+from minigen.tests.processes import run_two_processes
 from minigen.train import add_arguments, config_from, learning_rate, main, matches, set_condition_dropout, train
 
 torch.set_num_threads(1)
@@ -144,11 +145,7 @@ def ddp_worker(folder: Path) -> None:
 
 
 def test_two_processes_equal_one_process_with_the_doubled_batch(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "minigen.tests.test_train", str(tmp_path)]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_two_processes("minigen.tests.test_train", tmp_path)
     ranks = [load_file(tmp_path / f"weights_rank{rank}.safetensors") for rank in (0, 1)]
     assert all(torch.equal(ranks[0][key], ranks[1][key]) for key in ranks[0])
     # each process had 2 examples of the global batch of 4: one process takes all 4
