@@ -101,9 +101,8 @@ a cache of {CACHE_EXAMPLES} videos, median of {STEPS} steps after {WARMUP}, over
 alternating; and the time to build that cache (render + encode, shared out between the processes under
 torchrun). A window is 12 latent images of 8x8: each layer is too little work for two threads to share well, so two
 single-thread processes, each with half the batch and gloo averaging their gradients, step faster than one process
-with two threads. The speed ratio is the two-thread step's time over the layout's. The recipe's real run
-(`torchrun --nproc_per_node=2 -m minigen.train tiny_sv4d2`, a 1500-video cache, sample grids and checkpoints) took
-1.07 s a step; the same 16-window steps in one 2-thread process had taken 1.2 s (data/README.md).
+with two threads. The speed ratio is the two-thread step's time over the layout's; data/README.md gives the
+recipe's own run under torchrun.
 
 {markdown}
 

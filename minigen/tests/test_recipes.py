@@ -58,7 +58,6 @@ def test_cached_latents_are_the_worlds_vae_encoding_of_the_frames():
     torch.testing.assert_close(recipe.encode(engine, batch), encoded, atol=1e-4, rtol=1e-4)
 
 
-
 def test_processes_share_the_work_of_a_cache_and_each_ends_with_all_of_it(tmp_path):
     """Under torchrun each process renders and encodes every other example; both end with the one-process cache."""
     run_two_processes("minigen.tests.test_recipes", tmp_path)
@@ -79,6 +78,7 @@ def cache_worker(folder: Path) -> None:
                for key in ("frames", "latents", "azimuths_deg")}
     save_file(tensors, folder / f"cache_rank{torch.distributed.get_rank()}.safetensors")
     torch.distributed.destroy_process_group()
+
 
 def test_dropped_samples_get_exactly_the_unconditional_conditioning():
     generator = torch.Generator().manual_seed(0)

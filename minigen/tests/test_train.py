@@ -269,7 +269,6 @@ def test_command_line(capsys):
     assert "needs a CUDA device" in capsys.readouterr().err
 
 
-
 def test_the_recorded_command_says_how_many_processes_ran(monkeypatch):
     assert trainer_module.launcher() == ["python"]  # a plain run
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -278,6 +277,7 @@ def test_the_recorded_command_says_how_many_processes_ran(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "16")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     assert trainer_module.launcher() == ["torchrun", "--nnodes=2", "--nproc_per_node=8"]
+
 
 def test_options_override_the_recipe_config():
     parser = argparse.ArgumentParser()
