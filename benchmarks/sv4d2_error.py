@@ -1,4 +1,4 @@
-"""Where tiny_sv4d2's error is: the measurements behind data/README.md's "Where the remaining gap is".
+"""Where tiny_sv4d2's error is: the measurements behind data/README.md's "Where the remaining error is".
 
 On held-out objects (minigen.recipes.quality's world and metrics), with the committed data/tiny_sv4d2.safetensors:
 - the first window's posterior mean (one denoising step from pure noise, the model's PSNR-optimal guess): its
